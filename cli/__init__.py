@@ -1,0 +1,1 @@
+"""Command-line entry points: `p2p-fetch` and the servers, and the single-machine composition."""
