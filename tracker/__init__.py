@@ -1,0 +1,1 @@
+"""The tracker: announce, scrape, and the task API that maps URLs and digests to torrents."""
