@@ -1,0 +1,1 @@
+"""p2p-mirror: the host daemon, a registry mirror whose blobs come through the swarm."""

@@ -1,0 +1,94 @@
+"""The parts of one running mirror, built from its settings, and their start and stop."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import httpx
+
+from mirrorproxy.cache import BlobCache, CacheEntry
+from mirrorproxy.downloads import Downloader, seed_cached
+from mirrorproxy.metrics import MirrorMetrics
+from mirrorproxy.settings import MirrorSettings
+from mirrorproxy.tracker_client import TrackerClient
+from mirrorproxy.upstreams import Upstreams
+from swarm import Session, SwarmSettings
+
+log = logging.getLogger(__name__)
+
+# Blob responses that may wait on a download at the same time; each holds a
+# worker thread while it waits for bytes.
+MAX_BLOB_RESPONSES = 256
+
+
+class Mirror:
+    """The host's libtorrent session, blob cache, downloads and upstream client."""
+
+    def __init__(self, settings: MirrorSettings):
+        self.settings = settings
+        self.metrics = MirrorMetrics()
+        self.upstreams = Upstreams(settings.upstreams, settings.default_registry)
+        self.session: Session | None = None
+        self.tracker: TrackerClient | None = None
+        self.cache = BlobCache(settings.data_dir / "blobs", settings.cache_quota, on_evict=self._stop_seeding)
+        self.downloader: Downloader | None = None
+        self.client: httpx.AsyncClient | None = None
+        self.limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def size_wait_timeout(self) -> float:
+        """Seconds a response may wait for its download to learn the blob's size: every step's timeout."""
+        settings = self.settings
+        return (
+            settings.task_timeout
+            + 2 * settings.tracker_timeout
+            + settings.upstream_connect_timeout
+            + settings.upstream_read_timeout
+        )
+
+    def start(self) -> None:
+        """Start the session, seed what the cache has, and open the upstream client."""
+        settings = self.settings
+        if settings.tracker:
+            self.session = Session(
+                SwarmSettings(
+                    listen_interfaces=settings.bittorrent_listen,
+                    announce_params=settings.announce_params,
+                    upload_limit=settings.upload_limit,
+                    download_limit=settings.download_limit,
+                )
+            )
+            self.tracker = TrackerClient(settings.tracker, settings.tracker_token, settings.tracker_timeout)
+        else:
+            log.warning("no tracker set: every blob comes from its upstream directly")
+
+        entries = self.cache.load()
+        if self.session is not None:
+            seeded = seed_cached(self.session, entries)
+            log.info("cache loaded", extra={"blobs": len(entries), "seeding": len(seeded)})
+
+        self.downloader = Downloader(settings, self.cache, self.metrics, self.session, self.tracker)
+        self.metrics.cache_bytes.set(self.cache.total_bytes())
+        self.metrics.cache_blobs.set(len(self.cache))
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout),
+        )
+        self.limiter = anyio.CapacityLimiter(MAX_BLOB_RESPONSES)
+
+    async def stop(self) -> None:
+        """Close the upstream client, the tracker client and the session; stopping twice is safe."""
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+        if self.downloader is not None:
+            self.downloader.close()
+        if self.tracker is not None:
+            self.tracker.close()
+        if self.session is not None:
+            self.session.close()
+
+    def _stop_seeding(self, entry: CacheEntry) -> None:
+        if self.session is not None and entry.info_hash:
+            self.session.remove_task(entry.info_hash, delete_files=True)
+        self.metrics.cache_evictions.inc()
