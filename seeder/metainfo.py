@@ -63,3 +63,16 @@ def read_metainfo(data: bytes) -> Metainfo:
         raise ValueError(f"not a single-file torrent: {error!r}") from None
     info_hash = hashlib.sha1(bencodepy.encode(info)).hexdigest()
     return Metainfo(data, info_hash, name, size, piece_length)
+
+
+def with_announce(metainfo: Metainfo, announce_url: str) -> Metainfo:
+    """Return the same torrent announcing to `announce_url`; the info hash does not change."""
+    torrent = bencodepy.decode(metainfo.data)
+    torrent[b"announce"] = announce_url.encode()
+    return Metainfo(
+        bencodepy.encode(torrent), metainfo.info_hash, metainfo.name, metainfo.size, metainfo.piece_length
+    )
+
+
+def announce_url_of(metainfo: Metainfo) -> str:
+    return bencodepy.decode(metainfo.data).get(b"announce", b"").decode()
