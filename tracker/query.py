@@ -50,16 +50,17 @@ def parse_single_values(raw: bytes) -> dict[bytes, bytes]:
         if b"%" in value:
             value = percent_decode(value)
         if name in params:
-            raise Rejected(f"invalid {show(name)}: expected one value, got several")
+            shown = name[:64].decode("utf-8", "backslashreplace")
+            raise Rejected(f"invalid {shown}: expected one value, got several")
         params[name] = value
     return params
 
 
-def parse_values(raw: bytes, wanted: bytes) -> list[bytes]:
-    """Return every decoded value of the parameter `wanted`, in order."""
+def parse_values(raw: bytes, wanted: bytes, limit: int) -> list[bytes]:
+    """Return every decoded value of the parameter `wanted`, in order; at most `limit` of them."""
     pairs = raw.split(b"&") if raw else []
-    if len(pairs) > MAX_PARAMETERS:
-        raise Rejected(f"invalid query: {len(pairs)} parameters, at most {MAX_PARAMETERS} allowed")
+    if len(pairs) > limit + MAX_PARAMETERS:
+        raise Rejected(f"invalid query: {len(pairs)} parameters, at most {limit + MAX_PARAMETERS} allowed")
 
     values = []
     for pair in pairs:
@@ -68,6 +69,10 @@ def parse_values(raw: bytes, wanted: bytes) -> list[bytes]:
             name = percent_decode(name)
         if name == wanted:
             values.append(percent_decode(value) if b"%" in value else value)
+
+    if len(values) > limit:
+        shown = wanted.decode("utf-8", "backslashreplace")
+        raise Rejected(f"invalid query: {len(values)} {shown} values, at most {limit} allowed")
     return values
 
 

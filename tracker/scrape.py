@@ -37,17 +37,12 @@ class ScrapeEndpoint:
         return reply
 
     def _scrape(self, query: bytes) -> bytes:
-        info_hashes = parse_values(query, b"info_hash")
+        info_hashes = parse_values(query, b"info_hash", self.max_info_hashes)
 
         # BEP 48 lets a tracker list every swarm when no info_hash is given;
         # this one does not, because that reply grows with every task.
         if not info_hashes:
             raise Rejected("missing info_hash: scrape requires at least one info_hash")
-        if len(info_hashes) > self.max_info_hashes:
-            raise Rejected(
-                f"invalid scrape: {len(info_hashes)} info_hash values, at most "
-                f"{self.max_info_hashes} allowed"
-            )
 
         swarms = []
         for info_hash in info_hashes:
