@@ -49,11 +49,12 @@ def parse_metainfo(data: bytes) -> Metainfo:
     if not isinstance(piece_length, int) or piece_length <= 0:
         raise InvalidValue(f"invalid metainfo: info.piece length {piece_length!r} is not a positive integer")
 
+    size = _content_size(info)
     pieces = info.get(b"pieces")
-    if not isinstance(pieces, bytes) or not pieces or len(pieces) % 20:
+    # An empty file has no pieces; every other file has at least one.
+    if not isinstance(pieces, bytes) or (not pieces and size > 0) or len(pieces) % 20:
         raise InvalidValue("invalid metainfo: info.pieces must be a non-empty multiple of 20 bytes")
 
-    size = _content_size(info)
     piece_count = len(pieces) // 20
     if piece_count != -(-size // piece_length) and size > 0:
         raise InvalidValue(
