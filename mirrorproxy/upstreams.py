@@ -26,6 +26,9 @@ HOP_BY_HOP_HEADERS = {
     "te", "trailer", "transfer-encoding", "upgrade",
 }
 
+# Response headers that uvicorn sets itself; a copy would repeat them.
+_SERVER_SET_HEADERS = {"date", "server"}
+
 
 class UnknownUpstream(Exception):
     """A request named (with ?ns=) a registry the mirror has no upstream for."""
@@ -85,7 +88,7 @@ def copy_response_headers(upstream: httpx.Response, response: Response) -> None:
     headers = [
         (key.lower(), value)
         for key, value in upstream.headers.raw
-        if key.decode("latin-1").lower() not in HOP_BY_HOP_HEADERS
+        if key.decode("latin-1").lower() not in HOP_BY_HOP_HEADERS | _SERVER_SET_HEADERS
     ]
     response.raw_headers = headers
 
