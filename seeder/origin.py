@@ -190,7 +190,8 @@ class OriginFetch:
                         f"({response.headers.get('Content-Range')!r})",
                         FailureCause.ORIGIN_PROTOCOL,
                     )
-                response.read()
+                # The probe's byte is thrown away: the first segment fetches it again.
+                self.on_bytes(len(response.read()))
             else:
                 return self._fetch_stream(response)
         return self._fetch_ranges(size)

@@ -212,7 +212,10 @@ class SeederService:
             if not cached:
                 self.metrics.ingests_running.dec()
 
-        self._seed(result)
+        # Register first and seed second: the tracker rejects announces of an
+        # info hash it has not registered, and libtorrent would then wait
+        # before announcing again. Announcing right after registration hands
+        # the seeder every downloader that got the metainfo in between.
         try:
             self.tracker.put_metainfo(request.task_id, result.metainfo.data)
         except TrackerError as error:
@@ -220,7 +223,16 @@ class SeederService:
                 "registering the metainfo with the tracker failed",
                 extra={"task_id": request.task_id, "error": str(error)},
             )
+            # The task would stay `ingesting` forever; tell the tracker why it
+            # failed, so every waiting client gets the reason at once.
+            try:
+                self.tracker.put_failure(request.task_id, f"the tracker rejected the seeder's metainfo: {error}")
+            except TrackerError as report_error:
+                log.error("reporting a failed ingest to the tracker failed",
+                          extra={"task_id": request.task_id, "error": str(report_error)})
+            self._seed(result)
             return
+        self._seed(result)
         self.metrics.ingests.labels("cached" if cached else "ready").inc()
         log.info(
             "task ready",

@@ -74,7 +74,9 @@ class Origin:
         self._peak: dict[str, int] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="origin", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="origin", daemon=True
+        )
 
     @property
     def base_url(self) -> str:

@@ -1,0 +1,234 @@
+"""`p2p-seeder` as a real process beside a real `p2p-tracker`, with real libtorrent downloaders."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.tasks import IngestRequest
+from seeder.pieces import MIB
+from swarm import Session, SwarmSettings
+from tests.seeder.fake_tracker import wait_until
+from tests.support.origin import Origin
+from tests.support.processes import VENV_BIN, free_port, running
+
+# Seconds a downloader may take for a few MiB on loopback, with margin for a slow machine.
+DOWNLOAD_TIMEOUT = 60
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[Origin]:
+    root = tmp_path / "origin"
+    root.mkdir()
+    with Origin(root) as server:
+        yield server
+
+
+@contextmanager
+def run_tracker(data_dir: Path, log_path: Path) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [str(VENV_BIN / "p2p-tracker"), "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)]
+    env = {"P2P_TRACKER_DISPATCH_INTERVAL": "0.5", "P2P_TRACKER_MIN_ANNOUNCE_INTERVAL": "1"}
+    with running(args, ready_url=f"{url}/healthz", log_path=log_path, env=env):
+        yield url
+
+
+@contextmanager
+def run_seeder(tracker_url: str, data_dir: Path, log_path: Path, **settings: str) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        str(VENV_BIN / "p2p-seeder"),
+        "--listen", f"127.0.0.1:{port}",
+        "--tracker", tracker_url,
+        "--data-dir", str(data_dir),
+    ]
+    env = {"P2P_SEEDER_HEARTBEAT_INTERVAL": "0.5", **{f"P2P_SEEDER_{k.upper()}": v for k, v in settings.items()}}
+    with running(args, ready_url=f"{url}/healthz", log_path=log_path, env=env):
+        # The tracker dispatches only to seeders it heard from.
+        assert wait_until(lambda: seeder_ids(tracker_url), timeout=10), "the seeder never heartbeated"
+        yield url
+
+
+def seeder_ids(tracker_url: str) -> list[str]:
+    return [seeder["id"] for seeder in httpx.get(f"{tracker_url}/api/v1/seeders").json()]
+
+
+def request_task(tracker_url: str, url: str, **fields) -> dict:
+    response = httpx.post(f"{tracker_url}/api/v1/tasks?wait=30", json={"url": url, **fields}, timeout=40)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def download(tracker_url: str, task: dict, directory: Path) -> bytes:
+    """Fetch a ready task's metainfo and download it with a fresh libtorrent session."""
+    metainfo = httpx.get(f"{tracker_url}/api/v1/tasks/{task['id']}/metainfo").content
+    session = Session(SwarmSettings(listen_interfaces="127.0.0.1:0"))
+    try:
+        handle = session.add_task(metainfo, directory)
+        handle.wait_complete(DOWNLOAD_TIMEOUT)
+        return handle.path.read_bytes()
+    finally:
+        session.close()
+
+
+def put_file(origin: Origin, name: str, size: int) -> bytes:
+    data = os.urandom(size)
+    (origin.root / name).write_bytes(data)
+    return data
+
+
+def blobs(data_dir: Path) -> list[str]:
+    return sorted(path.name for path in (data_dir / "blobs" / "sha256").iterdir())
+
+
+def test_ingest_and_seed(origin, tmp_path):
+    data = put_file(origin, "file.bin", 3 * MIB + 7)
+    sha256 = hashlib.sha256(data).hexdigest()
+
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker, \
+            run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log"):
+        task = request_task(tracker, origin.url("/file.bin"))
+
+        assert task["state"] == "ready", task
+        assert task["size"] == len(data)
+        assert download(tracker, task, tmp_path / "peer") == data
+
+    assert blobs(tmp_path / "seeder") == [sha256, f"{sha256}.torrent"]
+    assert origin.bytes_sent("/file.bin") == len(data) + 1
+
+
+def test_origin_404_fails_the_task(origin, tmp_path):
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker, \
+            run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log"):
+        task = request_task(tracker, origin.url("/missing.bin"))
+
+    assert task["state"] == "failed"
+    assert task["error"] == f"origin returned 404 for {origin.url('/missing.bin')}"
+    assert blobs(tmp_path / "seeder") == []
+    assert list((tmp_path / "seeder" / "tmp").iterdir()) == []
+
+
+def test_wrong_digest_fails_the_task(origin, tmp_path):
+    data = put_file(origin, "file.bin", 100_000)
+    wrong = "sha256:" + "ab" * 32
+
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker, \
+            run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log"):
+        task = request_task(tracker, origin.url("/file.bin"), digest=wrong)
+
+    assert task["state"] == "failed"
+    assert task["error"].startswith(
+        f"digest mismatch: expected {wrong}, got sha256:{hashlib.sha256(data).hexdigest()}"
+    )
+    assert blobs(tmp_path / "seeder") == []
+
+
+def test_duplicate_ingests_start_one_download(origin, tmp_path):
+    data = put_file(origin, "slow.bin", 2 * MIB)
+    origin.throttle("/slow.bin", 1 * MIB)
+
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker, \
+            run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log") as seeder:
+        pending = httpx.post(f"{tracker}/api/v1/tasks", json={"url": origin.url("/slow.bin")}).json()
+        assert wait_until(lambda: origin.requests("/slow.bin"), timeout=10)
+        request = IngestRequest(
+            task_id=pending["id"], url=origin.url("/slow.bin"), announce_url=f"{tracker}/announce"
+        ).model_dump()
+
+        during = httpx.post(f"{seeder}/api/v1/ingest", json=request)
+        task = httpx.get(f"{tracker}/api/v1/tasks/{pending['id']}?wait=30", timeout=40).json()
+        after = httpx.post(f"{seeder}/api/v1/ingest", json=request)
+        registered_again = wait_until(
+            lambda: "ingests_total{result=\"cached\"} 1.0" in httpx.get(f"{seeder}/metrics").text, timeout=10
+        )
+
+    assert during.status_code == 202
+    assert during.json()["status"] == "ingesting"
+    assert task["state"] == "ready"
+    assert after.status_code == 202
+    assert after.json()["status"] == "cached"
+    assert registered_again
+    probes = [record for record in origin.requests("/slow.bin") if record.range == "bytes=0-0"]
+    assert len(probes) == 1
+    assert origin.bytes_sent("/slow.bin") == len(data) + 1
+
+
+def test_restart_seeds_from_cache(origin, tmp_path):
+    data = put_file(origin, "file.bin", 2 * MIB + 1)
+
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker:
+        with run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log"):
+            task = request_task(tracker, origin.url("/file.bin"))
+            first_ids = seeder_ids(tracker)
+        sent = origin.bytes_sent("/file.bin")
+
+        with run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder-2.log"):
+            restarted_ids = seeder_ids(tracker)
+            downloaded = download(tracker, task, tmp_path / "peer")
+
+    assert task["state"] == "ready"
+    assert restarted_ids == first_ids
+    assert downloaded == data
+    assert origin.bytes_sent("/file.bin") == sent
+
+
+def test_new_tracker_gets_the_metainfo_from_cache(origin, tmp_path):
+    data = put_file(origin, "file.bin", 1 * MIB)
+
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker, \
+            run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log"):
+        first = request_task(tracker, origin.url("/file.bin"))
+    sent = origin.bytes_sent("/file.bin")
+
+    # A tracker that lost its database asks the seeder again, which answers from its cache.
+    with run_tracker(tmp_path / "tracker-2", tmp_path / "tracker-2.log") as tracker, \
+            run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder-2.log"):
+        second = request_task(tracker, origin.url("/file.bin"))
+        downloaded = download(tracker, second, tmp_path / "peer")
+
+    assert second["state"] == "ready"
+    assert second["info_hash"] == first["info_hash"]
+    assert downloaded == data
+    assert origin.bytes_sent("/file.bin") == sent
+
+
+def test_metrics_and_health(origin, tmp_path):
+    data = put_file(origin, "file.bin", 500_000)
+
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker, \
+            run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log") as seeder:
+        request_task(tracker, origin.url("/file.bin"))
+        request_task(tracker, origin.url("/missing.bin"))
+        metrics = httpx.get(f"{seeder}/metrics").text
+        health = httpx.get(f"{seeder}/healthz").json()
+
+    assert f"p2p_seeder_origin_bytes_total {float(len(data) + 1)}" in metrics
+    assert 'p2p_seeder_ingests_total{result="ready"} 1.0' in metrics
+    assert 'p2p_seeder_ingests_total{result="failed_origin_status"} 1.0' in metrics
+    assert f"p2p_seeder_cache_bytes {float(len(data))}" in metrics
+    assert "p2p_seeder_tasks_seeded 1.0" in metrics
+    assert health["status"] == "ok"
+    assert health["seeder_id"].startswith("seeder-")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"{}", b'{"task_id": "x", "url": "http://127.0.0.1/"}', b"[1, 2]"],
+    ids=["not-json", "empty", "no-announce-url", "list"],
+)
+def test_malformed_ingest_request(tmp_path, body):
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker, \
+            run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log") as seeder:
+        response = httpx.post(
+            f"{seeder}/api/v1/ingest", content=body, headers={"Content-Type": "application/json"}
+        )
+
+    assert response.status_code == 422
