@@ -52,6 +52,8 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO, heartbeats included; its errors still show.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # Keep uvicorn's own loggers on our handler instead of its default format.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
