@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.tasks import API_PREFIX, IngestRequest
-from seeder.service import SeederService
+from seeder.service import SeederService, ServiceStopped
 from seeder.settings import SeederSettings
 
 
@@ -27,7 +27,10 @@ def create_router(service: SeederService) -> APIRouter:
     @router.post(f"{API_PREFIX}/ingest", status_code=202)
     def ingest(request: IngestRequest) -> dict[str, str]:
         """Start fetching a task from its origin; the outcome goes to the tracker when the ingest ends."""
-        submitted = service.submit(request)
+        try:
+            submitted = service.submit(request)
+        except ServiceStopped as error:
+            raise HTTPException(503, str(error)) from None
         return {"task_id": request.task_id, "status": submitted.value}
 
     @router.get("/healthz")

@@ -33,6 +33,10 @@ _SEEDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 REGISTRATION_THREADS = 2
 
 
+class ServiceStopped(Exception):
+    """The seeder is not running (not started yet, or stopping) and takes no ingest."""
+
+
 class Submitted(StrEnum):
     """What `submit` did with an ingest request."""
 
@@ -149,7 +153,7 @@ class SeederService:
     def submit(self, request: IngestRequest) -> Submitted:
         """Start the ingest of a task unless it runs already; a cached task is registered again."""
         if not self._started or self._stopping.is_set():
-            raise RuntimeError("the seeder is not running")
+            raise ServiceStopped("the seeder is not running; retry with another seeder or later")
         with self._lock:
             if request.task_id in self._running:
                 return Submitted.INGESTING

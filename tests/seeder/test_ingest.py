@@ -404,3 +404,39 @@ def test_cancel_stops_the_download(origin, cache):
     assert not thread.is_alive()
     assert [error.cause for error in errors] == [FailureCause.CANCELLED]
     assert_nothing_cached(cache)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs, mounted for the test and unmounted after it."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.mark.parametrize("size_known", [True, False], ids=["size-known", "no-content-length"])
+def test_full_disk_fails_the_ingest(origin, small_disk, size_known):
+    cache = Cache(small_disk / "data", quota=0)
+    put_file(origin, "big.bin", 4 * MIB)
+    if not size_known:
+        origin.omit_content_length("/big.bin")
+        origin.disable_ranges("/big.bin")
+
+    with pytest.raises(IngestError) as raised:
+        run_ingest(cache, request_for(origin, "big.bin"))
+
+    assert raised.value.cause == FailureCause.DISK
+    assert "no space left on device" in str(raised.value)
+    assert_nothing_cached(cache)
+    if size_known:
+        # The space was reserved before the body was requested.
+        assert origin.bytes_sent("/big.bin") == 1

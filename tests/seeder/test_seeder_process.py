@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,12 +16,21 @@ import pytest
 from core.tasks import IngestRequest
 from seeder.pieces import MIB
 from swarm import Session, SwarmSettings
-from tests.seeder.fake_tracker import wait_until
 from tests.support.origin import Origin
 from tests.support.processes import VENV_BIN, free_port, running
 
 # Seconds a downloader may take for a few MiB on loopback, with margin for a slow machine.
 DOWNLOAD_TIMEOUT = 60
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    """Poll `predicate` until it is true, for at most `timeout` seconds; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
 
 
 @pytest.fixture
@@ -57,8 +68,12 @@ def run_seeder(tracker_url: str, data_dir: Path, log_path: Path, **settings: str
         yield url
 
 
+def seeders(tracker_url: str) -> list[dict]:
+    return httpx.get(f"{tracker_url}/api/v1/seeders").json()
+
+
 def seeder_ids(tracker_url: str) -> list[str]:
-    return [seeder["id"] for seeder in httpx.get(f"{tracker_url}/api/v1/seeders").json()]
+    return [seeder["id"] for seeder in seeders(tracker_url)]
 
 
 def request_task(tracker_url: str, url: str, **fields) -> dict:
@@ -232,3 +247,27 @@ def test_malformed_ingest_request(tmp_path, body):
         )
 
     assert response.status_code == 422
+
+
+def test_heartbeat_describes_the_seeder(tmp_path):
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker, \
+            run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log") as seeder:
+        [entry] = seeders(tracker)
+        host, _, port = entry["peer_address"].rpartition(":")
+        # The peer address is where the BitTorrent session accepts connections.
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+
+    assert entry["api_url"] == seeder
+    assert host == "127.0.0.1"
+    assert entry["id"] == (tmp_path / "seeder" / "seeder_id").read_text().strip()
+
+
+def test_bittorrent_listen_setting(tmp_path):
+    port = free_port()
+
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker, \
+            run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log", bittorrent_listen=f"127.0.0.1:{port}"):
+        [entry] = seeders(tracker)
+
+    assert entry["peer_address"] == f"127.0.0.1:{port}"
