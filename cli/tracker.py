@@ -9,6 +9,7 @@ import click
 
 from core.ids import InvalidValue
 from core.logs import configure_logging
+from cli.single_machine import EmbeddedSeeder
 from core.settings import load_settings
 from tracker.server import StartupError, serve
 from tracker.settings import TrackerSettings
@@ -31,7 +32,20 @@ EXIT_STARTUP_FAILED = 3
     help="TOML file with settings; P2P_TRACKER_* variables and these options override it.",
 )
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
-def main(listen: str | None, data_dir: Path | None, config_file: Path | None, log_level: str | None) -> None:
+@click.option(
+    "--embedded-seeder",
+    is_flag=True,
+    envvar="P2P_TRACKER_EMBEDDED_SEEDER",
+    help="Also run a seeder in this process, caching under DATA_DIR/seeder: all one machine needs. "
+    "P2P_SEEDER_* variables configure it.",
+)
+def main(
+    listen: str | None,
+    data_dir: Path | None,
+    config_file: Path | None,
+    log_level: str | None,
+    embedded_seeder: bool,
+) -> None:
     """Run the p2p-fetch tracker: announce, scrape and the task API."""
     try:
         settings = load_settings(
@@ -42,8 +56,19 @@ def main(listen: str | None, data_dir: Path | None, config_file: Path | None, lo
         sys.exit(EXIT_INVALID_SETTINGS)
 
     configure_logging(settings.log_level)
+    seeder = None
+    if embedded_seeder:
+        try:
+            seeder = EmbeddedSeeder(settings)
+        except InvalidValue as error:
+            click.echo(f"p2p-tracker: embedded seeder: {error}", err=True)
+            sys.exit(EXIT_INVALID_SETTINGS)
+        seeder.start()
     try:
         serve(settings)
     except StartupError as error:
         click.echo(f"p2p-tracker: {error}", err=True)
         sys.exit(EXIT_STARTUP_FAILED)
+    finally:
+        if seeder is not None:
+            seeder.stop()

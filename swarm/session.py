@@ -244,7 +244,7 @@ class Session:
 
         log.info(
             "task added",
-            extra={"info_hash": info_hash, "name": task.name, "size": task.size, "seed_mode": seed_mode},
+            extra={"info_hash": info_hash, "torrent_name": task.name, "size": task.size, "seed_mode": seed_mode},
         )
         return task
 
