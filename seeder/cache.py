@@ -11,7 +11,7 @@ Layout under the data directory:
 A file enters `blobs/` only by a rename from `tmp/` once it is complete and
 verified, so a failed ingest leaves nothing there. The least recently used
 file (by modification time, which `touch` updates) is evicted first, unless
-`in_use` says a swarm still needs it.
+`in_use` returns True because a swarm still needs it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Hashing a download while it arrives: SHA-1 per piece and sha256 of the whole file.
 
 Every byte from the origin is hashed once, from the buffer it arrived in, and
-is never read back from disk. How this holds with parallel ranges:
+is never read back from disk. How that works with parallel ranges:
 
 - The file is split into segments of whole pieces, and each ranged request
   fetches one segment. A worker feeds its segment's bytes, in order, to a
@@ -100,7 +100,7 @@ class OrderedSha256:
     """sha256 of a file whose chunks arrive out of order from parallel ranges.
 
     `feed` hashes a chunk at the frontier right away, together with the held
-    chunks it makes contiguous, and holds a chunk that lies ahead of the
+    chunks it makes contiguous, and keeps a chunk that lies ahead of the
     frontier. Chunks never overlap: each byte range is fed once.
     """
 

@@ -121,7 +121,7 @@ class Ingest:
         return cached
 
     def _finish(self, cached: CachedFile) -> CachedFile:
-        """Record the task's content and make its torrent announce where the request says."""
+        """Record the task's content and make its torrent announce to the request's announce URL."""
         self.cache.remember_task(self.request.task_id, cached.sha256)
         if announce_url_of(cached.metainfo) != self.request.announce_url:
             self.cache.replace_metainfo(cached.sha256, with_announce(cached.metainfo, self.request.announce_url))

@@ -27,7 +27,7 @@ def build_metainfo(
     """Build a private single-file v1 torrent.
 
     `piece_hashes` is the concatenated SHA-1 of every piece, in order. The
-    output holds no creation date, so the same content and announce URL
+    output contains no creation date, so the same content and announce URL
     always give the same bytes.
     """
     if len(piece_hashes) % 20:

@@ -53,7 +53,7 @@ FIRST_RETRY_DELAY = 0.5
 
 @dataclass(frozen=True)
 class FetchOptions:
-    """How the fetcher talks to origins; built from the seeder's settings."""
+    """Timeouts, retries and parallelism of origin requests, from the seeder's settings."""
 
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
@@ -76,7 +76,7 @@ class FetchResult:
 
 
 class _RetryLater(Exception):
-    """An attempt failed in a way worth retrying, after `delay` seconds when the origin said so."""
+    """A failed attempt worth retrying, after `delay` seconds when the origin sent Retry-After."""
 
     def __init__(self, message: str, delay: float | None = None, status: int | None = None) -> None:
         super().__init__(message)

@@ -19,7 +19,7 @@ SHUTDOWN_GRACE_SECONDS = 10
 
 
 class StartupError(Exception):
-    """The seeder could not start; the message says what to change."""
+    """The seeder could not start; the message names what to change."""
 
 
 def serve(settings: SeederSettings) -> None:

@@ -38,7 +38,7 @@ class ServiceStopped(Exception):
 
 
 class Submitted(StrEnum):
-    """What `submit` did with an ingest request."""
+    """The outcome of `submit` for one ingest request."""
 
     ACCEPTED = "accepted"  # queued for a download
     INGESTING = "ingesting"  # the task is being ingested already; nothing new started
@@ -229,11 +229,11 @@ class SeederService:
             )
             # The task would stay `ingesting` forever; tell the tracker why it
             # failed, so every waiting client gets the reason at once.
-            try:
-                self.tracker.put_failure(request.task_id, f"the tracker rejected the seeder's metainfo: {error}")
-            except TrackerError as report_error:
-                log.error("reporting a failed ingest to the tracker failed",
-                          extra={"task_id": request.task_id, "error": str(report_error)})
+            self.metrics.ingests.labels(f"failed_{FailureCause.INTERNAL}").inc()
+            verb = "rejected" if not error.retryable else "did not accept"
+            self._report_failure(
+                request, IngestError(f"the tracker {verb} the seeder's metainfo: {error}", FailureCause.INTERNAL)
+            )
             self._seed(result)
             return
         self._seed(result)
@@ -258,7 +258,7 @@ class SeederService:
         """Add a cached file to the session in seed mode (its pieces were hashed as it arrived)."""
         if cached.size == 0:
             # libtorrent rejects a torrent of 0 bytes ("invalid length of
-            # torrent"); there is nothing to seed, and the metainfo says so.
+            # torrent"); there is nothing to seed, and the metainfo records the size 0.
             return
         info_hash = cached.metainfo.info_hash
         announce_url = announce_url_of(cached.metainfo)
@@ -276,12 +276,12 @@ class SeederService:
             log.error("cannot seed a cached file", extra={"digest": f"sha256:{cached.sha256}", "error": str(error)})
 
     def _in_use(self, cached: CachedFile) -> bool:
-        """Whether a swarm still needs the file: peers are connected to it, or a task is on it now."""
+        """Return whether a swarm still needs the file, that is, peers are connected to its task."""
         handle = self.session.get(cached.metainfo.info_hash) if self.session else None
         return handle is not None and handle.progress().peers > 0
 
     def _on_evict(self, cached: CachedFile) -> None:
-        # NOTE: the tracker is not told; its task stays ready, and a later
+        # NOTE: the tracker is not notified; its task stays ready, and a later
         # ingest request for it downloads the content again.
         if self.session is not None:
             self.session.remove_task(cached.metainfo.info_hash)

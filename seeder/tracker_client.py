@@ -55,7 +55,7 @@ class TrackerClient:
         )
 
     def _report(self, task_id: str, path: str, **request) -> None:
-        """PUT an ingest's outcome, retrying while the tracker is unreachable or answers 5xx."""
+        """PUT an ingest's outcome, retrying while the tracker is unreachable or returns 5xx."""
         delay = REPORT_FIRST_DELAY
         for attempt in range(1, REPORT_ATTEMPTS + 1):
             try:

@@ -124,8 +124,14 @@ def test_candidate_hashers_match_the_chosen_length(size, cut):
     assert pieces == reference_pieces(data, piece_length)
 
 
-def test_candidate_hashers_drop_lengths_too_small_for_the_size():
-    hashers = CandidatePieceHashers((16, 32, 64), lambda size: 16 if size <= 32 else 32 if size <= 64 else 64)
+def test_candidate_hashers_drop_small_lengths():
+    def choose(size: int) -> int:
+        for length in (16, 32):
+            if size <= 2 * length:
+                return length
+        return 64
+
+    hashers = CandidatePieceHashers((16, 32, 64), choose)
 
     hashers.update(b"x" * 65)
 

@@ -71,8 +71,8 @@ def test_no_content_length(origin, cache, ranges):
 
 
 def test_no_content_length_large_enough_for_bigger_pieces(origin, cache):
-    # 600 MiB would be needed for 512 KiB pieces; instead the task asks for a
-    # length, and the hasher must use it without knowing the size.
+    # 512 KiB pieces would need more than 500 MiB, so the task requests a
+    # length instead, and the hasher must use it without knowing the size.
     data = put_file(origin, "stream.bin", 3 * MIB + 17)
     origin.omit_content_length("/stream.bin")
     origin.disable_ranges("/stream.bin")
@@ -216,7 +216,7 @@ def test_cut_without_ranges_starts_over(origin, cache):
 def test_parallel_ranges(origin, cache):
     size = 6 * MIB + 5
     data = put_file(origin, "big.bin", size)
-    # Slow responses overlap in time, so the origin sees the parallel requests.
+    # Slow responses overlap in time, so the origin records the parallel requests.
     origin.throttle("/big.bin", 8 * MIB)
     options = FetchOptions(parallel_ranges=4, segment_size=1 * MIB, hash_buffer=4 * MIB)
 

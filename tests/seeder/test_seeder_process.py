@@ -203,7 +203,8 @@ def test_new_tracker_gets_the_metainfo_from_cache(origin, tmp_path):
         first = request_task(tracker, origin.url("/file.bin"))
     sent = origin.bytes_sent("/file.bin")
 
-    # A tracker that lost its database asks the seeder again, which answers from its cache.
+    # A tracker that lost its database sends the ingest request again, and the
+    # seeder registers the metainfo from its cache.
     with run_tracker(tmp_path / "tracker-2", tmp_path / "tracker-2.log") as tracker, \
             run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder-2.log"):
         second = request_task(tracker, origin.url("/file.bin"))

@@ -1,7 +1,7 @@
 """A local HTTP origin for tests: serves the files of a directory on 127.0.0.1.
 
 It counts the body bytes it sends per path, supports single `Range` requests,
-and can be told to misbehave on a path:
+and can be configured to misbehave on a path:
 
     with Origin(tmp_path) as origin:
         origin.fail("/a.bin", 500, times=2)           # two 500s, then the file
@@ -105,13 +105,13 @@ class Origin:
     # Behaviours. Each replaces the earlier one of its kind on that path.
 
     def fail(self, path: str, status: int, *, times: int | None = None, retry_after: float | None = None) -> None:
-        """Answer `status` (with `Retry-After` when given) to the next `times` requests, or to all."""
+        """Respond with `status` (and `Retry-After` when given) to the next `times` requests, or to all."""
         rules = self._rules_of(path)
         rules.fail_status, rules.fail_times = status, times
         rules.retry_after = None if retry_after is None else f"{retry_after:g}"
 
     def redirect(self, path: str) -> None:
-        """Answer 307 to a signed-looking URL of the same path, with a new signature each time."""
+        """Respond with 307 to a signed-looking URL of the same path, with a new signature each time."""
         self._rules_of(path).redirect = True
 
     def throttle(self, path: str, bytes_per_second: int) -> None:
