@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from tracker import responses
 from tracker.errors import RejectCause, Rejected
 from tracker.metrics import TrackerMetrics
-from tracker.query import integer, parse_single_values, show
+from tracker.query import integer, show, split_query, unescape
 from tracker.selection import select_peers
 from tracker.settings import TrackerSettings
 from tracker.swarms import Peer, Swarm, SwarmRegistry
@@ -60,26 +60,29 @@ class AnnounceRequest:
 
 
 def parse_announce(params: dict[bytes, bytes], max_numwant: int) -> AnnounceRequest:
-    """Validate the parameters of an announce; raise Rejected naming the first bad one."""
-    info_hash = _required(params, b"info_hash")
+    """Validate the parameters of an announce (values still percent-encoded).
+
+    Raise Rejected naming the first bad parameter.
+    """
+    info_hash = unescape(_required(params, b"info_hash"))
     if len(info_hash) != 20:
         raise Rejected(f"invalid info_hash: expected 20 bytes, got {len(info_hash)}")
 
-    peer_id = _required(params, b"peer_id")
+    peer_id = unescape(_required(params, b"peer_id"))
     if len(peer_id) != 20:
         raise Rejected(f"invalid peer_id: expected 20 bytes, got {len(peer_id)}")
 
-    port = integer("port", _required(params, b"port"), 65535)
+    port = integer("port", unescape(_required(params, b"port")), 65535)
     if port == 0:
         raise Rejected("invalid port 0: expected a port from 1 to 65535")
 
     # `left` decides whether the peer is a seeder, so it is required;
     # the transfer totals are informational and default to 0.
-    left = integer("left", _required(params, b"left"), MAX_BYTE_COUNT)
+    left = integer("left", unescape(_required(params, b"left")), MAX_BYTE_COUNT)
     uploaded = _optional_integer(params, b"uploaded", 0)
     downloaded = _optional_integer(params, b"downloaded", 0)
 
-    event = params.get(b"event", b"")
+    event = unescape(params.get(b"event", b""))
     if event not in EVENTS:
         raise Rejected(f"invalid event {show(event)}: expected started, completed, stopped or none")
 
@@ -87,6 +90,8 @@ def parse_announce(params: dict[bytes, bytes], max_numwant: int) -> AnnounceRequ
     compact = _flag(params, b"compact", default=True)
     no_peer_id = _flag(params, b"no_peer_id", default=False)
     announced_ip = params.get(b"ip") or params.get(b"ipv4") or params.get(b"ipv6")
+    if announced_ip is not None:
+        announced_ip = unescape(announced_ip)
 
     labels = _labels(params) if len(params.keys() - PROTOCOL_PARAMETERS) else {}
     location = tuple(part for part in labels["location"].split("/") if part) if "location" in labels else ()
@@ -146,7 +151,7 @@ class AnnounceEndpoint:
         return reply
 
     def _announce(self, query: bytes, client_host: str | None) -> bytes:
-        request = parse_announce(parse_single_values(query), self.max_numwant)
+        request = parse_announce(split_query(query), self.max_numwant)
 
         swarm = self.registry.get(request.info_hash)
         if swarm is None:
@@ -219,13 +224,14 @@ def _optional_integer(params: dict[bytes, bytes], name: bytes, default: int) -> 
     value = params.get(name)
     if not value:
         return default
-    return integer(name.decode(), value, MAX_BYTE_COUNT)
+    return integer(name.decode(), unescape(value), MAX_BYTE_COUNT)
 
 
 def _flag(params: dict[bytes, bytes], name: bytes, default: bool) -> bool:
     value = params.get(name)
     if not value:
         return default
+    value = unescape(value)
     if value not in (b"0", b"1"):
         raise Rejected(f"invalid {name.decode()} {show(value)}: expected 0 or 1")
     return value == b"1"
@@ -233,9 +239,11 @@ def _flag(params: dict[bytes, bytes], name: bytes, default: bool) -> bool:
 
 def _labels(params: dict[bytes, bytes]) -> dict[str, str]:
     labels: dict[str, str] = {}
-    for raw_name, value in params.items():
+    for raw_name, escaped_value in params.items():
         if raw_name in PROTOCOL_PARAMETERS:
             continue
+        raw_name = unescape(raw_name)
+        value = unescape(escaped_value)
         if len(labels) == MAX_LABELS:
             raise Rejected(f"invalid labels: at most {MAX_LABELS} extra parameters allowed")
         if len(raw_name) > MAX_LABEL_NAME:

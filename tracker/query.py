@@ -31,29 +31,38 @@ def percent_decode(value: bytes) -> bytes:
         return unquote_to_bytes(value)
 
 
-def parse_single_values(raw: bytes) -> dict[bytes, bytes]:
-    """Split a raw query string into decoded names and values; a repeated name is rejected."""
-    params: dict[bytes, bytes] = {}
-    if not raw:
-        return params
+def split_query(raw: bytes) -> dict[bytes, bytes]:
+    """Split a raw query string into names and still percent-encoded values.
 
+    Names are compared as sent, because no client escapes the ASCII names of
+    the protocol. A repeated name is rejected: announce takes one of each.
+    Callers decode each value with `unescape` when they read it, so that
+    values nobody reads cost nothing.
+    """
+    if not raw:
+        return {}
     pairs = raw.split(b"&")
     if len(pairs) > MAX_PARAMETERS:
         raise Rejected(f"invalid query: {len(pairs)} parameters, at most {MAX_PARAMETERS} allowed")
 
-    for pair in pairs:
-        if not pair:
-            continue
-        name, _, value = pair.partition(b"=")
-        if b"%" in name:
-            name = percent_decode(name)
-        if b"%" in value:
-            value = percent_decode(value)
-        if name in params:
-            shown = name[:64].decode("utf-8", "backslashreplace")
-            raise Rejected(f"invalid {shown}: expected one value, got several")
-        params[name] = value
+    params = dict([pair.partition(b"=")[::2] for pair in pairs])
+    if len(params) != len(pairs) or b"" in params:
+        # Rare: find the repeated name, and skip empty pairs such as a trailing `&`.
+        params = {}
+        for pair in pairs:
+            if not pair:
+                continue
+            name, _, value = pair.partition(b"=")
+            if name in params:
+                shown = unescape(name)[:64].decode("utf-8", "backslashreplace")
+                raise Rejected(f"invalid {shown}: expected one value, got several")
+            params[name] = value
     return params
+
+
+def unescape(value: bytes) -> bytes:
+    """Decode the `%XX` escapes of a query value, if it has any."""
+    return percent_decode(value) if b"%" in value else value
 
 
 def parse_values(raw: bytes, wanted: bytes, limit: int) -> list[bytes]:
