@@ -136,7 +136,7 @@ class AnnounceEndpoint:
         self.rng = rng or random.Random()
 
     def handle(self, query: bytes, client_host: str | None) -> bytes:
-        """Return the bencoded reply to one announce; never raises."""
+        """Return the bencoded reply to one announce, where every error becomes a `failure reason`."""
         try:
             reply = self._announce(query, client_host)
         except Rejected as rejection:

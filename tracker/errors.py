@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class RejectCause(StrEnum):
-    """Why an announce or scrape was rejected; a fixed set, used as a metrics label."""
+    """The cause of a rejected announce or scrape, from a fixed set that labels metrics."""
 
     INVALID = "invalid"
     UNREGISTERED = "unregistered"

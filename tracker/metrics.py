@@ -1,7 +1,7 @@
 """Prometheus metrics of the tracker.
 
 The announce and scrape counters are plain integers, not prometheus_client
-counters, because they sit on the hot path; a collector turns them into
+counters, because they sit on the hot path. A collector turns them into
 metric families when `/metrics` is read.
 """
 

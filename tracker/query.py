@@ -37,7 +37,7 @@ def split_query(raw: bytes) -> dict[bytes, bytes]:
     Names are compared as sent, because no client escapes the ASCII names of
     the protocol. A repeated name is rejected: announce takes one of each.
     Callers decode each value with `unescape` when they read it, so that
-    values nobody reads cost nothing.
+    unread values cost nothing.
     """
     if not raw:
         return {}

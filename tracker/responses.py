@@ -1,7 +1,7 @@
 """Bencoded replies of the announce and scrape endpoints.
 
 The compact announce reply is written by hand because it is the hot path of
-the tracker; its keys must stay in sorted order, as bencode requires.
+the tracker. Its keys must stay in sorted order, as bencode requires.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class ScrapeEndpoint:
         self.metrics = metrics
 
     def handle(self, query: bytes, client_host: str | None) -> bytes:
-        """Return the bencoded reply to one scrape; never raises."""
+        """Return the bencoded reply to one scrape, where every error becomes a `failure reason`."""
         try:
             reply = self._scrape(query)
         except Rejected as rejection:

@@ -1,12 +1,12 @@
-"""Which peers an announce returns, and in what order.
+"""Peer selection: the peers an announce returns, and their order.
 
 The policy, applied to the swarm minus the requesting peer:
 
 1. Classes. A leecher that has little data (less than a quarter of the
-   content) gets the seeders first and then the other leechers: it has almost
-   nothing to trade, and a seeder has every piece it lacks. A seeder gets only
-   leechers, because two seeders have nothing to send each other. Any other
-   leecher gets seeders and leechers as one class.
+   content) gets the seeders first and then the other leechers, because it
+   has almost nothing to trade and a seeder has every piece it lacks. A
+   seeder gets only leechers, because two seeders have nothing to send each
+   other. Any other leecher gets seeders and leechers as one class.
 2. Location. Within a class, peers whose `location` label shares a longer
    prefix with the requester's come first: `dc1/rack7` prefers `dc1/rack7`,
    then the rest of `dc1`, then other datacenters. Prefixes are compared by
@@ -71,7 +71,7 @@ def _select_class(
     swarm: Swarm, requester: Peer, seeder_states: tuple[bool, ...], need: int, rng: random.Random
 ) -> list[Peer]:
     # Bucket the groups (one per seeder state and location) by how much of
-    # the requester's location they share; a swarm has far fewer locations
+    # the requester's location they share. A swarm has far fewer locations
     # than peers, so this loop stays short.
     buckets: dict[int, list[dict[bytes, Peer]]] = {}
     for (is_seeder, location), group in swarm.groups.items():

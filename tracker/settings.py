@@ -12,12 +12,13 @@ from pydantic_settings import SettingsConfigDict
 from core.settings import ProcessSettings
 from core.units import parse_size
 
-# Query parameters that change from one request of the same object to the next
-# (signatures, expiry times, credentials) in presigned and signed URLs: AWS S3
-# (SigV4 `X-Amz-*`, SigV2 `AWSAccessKeyId`/`Signature`/`Expires`), Google Cloud
-# Storage (V4 `X-Goog-*`, V2 `GoogleAccessId`), CloudFront (`Policy`,
-# `Signature`, `Key-Pair-Id`) and Akamai token auth (`hdnts`, `__token__`).
-# A trailing `*` matches any suffix; matching ignores case.
+# Query parameters of presigned and signed URLs that change from one request
+# of the same object to the next: signatures, expiry times and credentials.
+# They come from AWS S3 (SigV4 `X-Amz-*`, SigV2 `AWSAccessKeyId`, `Signature`,
+# `Expires`), Google Cloud Storage (V4 `X-Goog-*`, V2 `GoogleAccessId`),
+# CloudFront (`Policy`, `Signature`, `Key-Pair-Id`) and Akamai token auth
+# (`hdnts`, `__token__`). A trailing `*` matches any suffix, and matching
+# ignores case.
 DEFAULT_VOLATILE_QUERY_PARAMETERS = [
     "X-Amz-*",
     "AWSAccessKeyId",

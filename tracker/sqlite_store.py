@@ -43,8 +43,8 @@ CREATE TABLE IF NOT EXISTS metainfo (
 class SqliteTaskStore(TaskStore):
     """Tasks and metainfo in `DATA_DIR/tasks.sqlite3`, kept across restarts.
 
-    One connection serves every call from a worker thread, under a lock, so
-    each method is a single transaction and the event loop never blocks on disk.
+    One connection serves every call under a lock, so each method runs as
+    one transaction. The calls run in a worker thread, off the event loop.
     """
 
     def __init__(self, path: Path) -> None:

@@ -20,7 +20,7 @@ class TaskRecord:
     """A task as stored.
 
     `url` is the canonical URL of the task id, without volatile parameters, so
-    that no signature reaches the disk; the URL to fetch travels only in memory.
+    that no signature reaches the disk. The URL to fetch stays in memory.
     """
 
     id: str

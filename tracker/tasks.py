@@ -39,12 +39,12 @@ class TaskNotFound(Exception):
 
 
 class TaskConflict(Exception):
-    """The request contradicts the task's current state; the message says how."""
+    """The request conflicts with the task's current state, which the message names."""
 
 
 @dataclass
 class IngestOrder:
-    """What a seeder needs to fetch a task, kept in memory only because it holds credentials."""
+    """What a seeder needs to fetch a task, kept in memory only because it contains credentials."""
 
     url: str
     headers: dict[str, str] = field(default_factory=dict)
@@ -332,8 +332,8 @@ class TaskService:
 
 
 def _check_piece_length(piece_length: int) -> None:
-    # Pieces are a power of two of at least one 16 KiB block (the unit peers
-    # request); the upper bound keeps the hash check of one piece short.
+    # A piece is a power of two of at least one 16 KiB block, the unit that
+    # peers request. The upper bound keeps the hash check of one piece short.
     if piece_length < 16 * 1024 or piece_length > 128 * 1024**2 or piece_length & (piece_length - 1):
         raise InvalidValue(
             f"invalid piece_length {piece_length}: expected a power of two from 16384 (16 KiB) "

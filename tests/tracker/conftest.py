@@ -76,7 +76,7 @@ def bdecode(data: bytes) -> dict:
 
 
 def make_metainfo(size: int = 10 * PIECE_LENGTH, name: str | None = None) -> tuple[bytes, bytes]:
-    """Return a private v1 torrent of `size` random bytes that nobody holds, and its info hash.
+    """Return a private v1 torrent of `size` random bytes that no peer has, and its info hash.
 
     Announce and scrape only need a registered info hash, not the content.
     """

@@ -1,7 +1,7 @@
 """A stand-in for a seeder's ingest endpoint, for tests of how the tracker dispatches tasks.
 
-It records every POST /api/v1/ingest body and answers with a chosen status;
-the test itself sends the heartbeats that make the tracker see it as live.
+It records every POST /api/v1/ingest body and replies with a chosen status.
+The test itself sends the heartbeats that make the tracker count it as live.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Real BitTorrent clients that find each other only through the tracker.
 
-Three libtorrent sessions on loopback, with DHT, local service discovery and
-uTP off, complete a torrent registered in the tracker; then aria2c, a client
-written by others, completes it from them.
+Three libtorrent sessions on loopback complete a torrent registered in the
+tracker, with DHT, local service discovery and uTP off. Then aria2c, a client
+written by others, completes the torrent from them.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def make_session(peer_prefix: str) -> lt.session:
 
 def add_torrent(session: lt.session, metainfo: bytes, save_path: Path, announce_url: str) -> lt.torrent_handle:
     # The host's location label rides on the announce URL, as p2p-fetch hosts
-    # send it; it replaces the plain announce URL, which is outside the info
-    # dictionary and so leaves the info hash alone.
+    # send it. The announce URL is outside the info dictionary, so replacing
+    # it leaves the info hash alone.
     torrent = lt.bdecode(metainfo)
     torrent[b"announce"] = announce_url.encode()
     params = lt.add_torrent_params()
