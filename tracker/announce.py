@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from tracker import responses
-from tracker.errors import RejectCause, Rejected
+from tracker.errors import ErrorLogLimiter, RejectCause, Rejected
 from tracker.metrics import TrackerMetrics
 from tracker.query import integer, show, split_query, unescape
 from tracker.selection import select_peers
@@ -134,6 +134,7 @@ class AnnounceEndpoint:
         self.max_numwant = settings.max_numwant
         self.trust_announced_ip = settings.trust_announced_ip
         self.rng = rng or random.Random()
+        self.error_log = ErrorLogLimiter()
 
     def handle(self, query: bytes, client_host: str | None) -> bytes:
         """Return the bencoded reply to one announce, where every error becomes a `failure reason`."""
@@ -145,7 +146,9 @@ class AnnounceEndpoint:
             return responses.failure(str(rejection))
         except Exception:
             self.metrics.announces["error"] += 1
-            log.exception("announce failed", extra={"peer": client_host})
+            suppressed = self.error_log.allow()
+            if suppressed is not None:
+                log.exception("announce failed", extra={"peer": client_host, "suppressed": suppressed})
             return responses.failure("internal tracker error; the tracker logged the cause, retry later")
         self.metrics.announces["ok"] += 1
         return reply

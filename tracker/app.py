@@ -77,7 +77,7 @@ def create_app(settings: TrackerSettings, store: TaskStore | None = None) -> Tra
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
         await service.start()
-        log.info("tracker started", extra={"url": settings.base_url})
+        log.info("tracker started", extra={"url": settings.base_url, "announce_url": settings.announce_url})
         try:
             yield
         finally:

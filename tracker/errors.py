@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
 
 
@@ -22,3 +23,26 @@ class Rejected(Exception):
     def __init__(self, message: str, cause: RejectCause = RejectCause.INVALID) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class ErrorLogLimiter:
+    """Allow one error log line per `period` seconds and count the lines left out.
+
+    A bug on the announce path would otherwise write one traceback per
+    request, thousands per second.
+    """
+
+    def __init__(self, period: float = 10.0) -> None:
+        self.period = period
+        self.suppressed = 0
+        self._last = float("-inf")
+
+    def allow(self) -> int | None:
+        """Return the number of lines left out since the last allowed one, or None to stay quiet."""
+        now = time.monotonic()
+        if now - self._last < self.period:
+            self.suppressed += 1
+            return None
+        self._last = now
+        suppressed, self.suppressed = self.suppressed, 0
+        return suppressed

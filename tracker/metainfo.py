@@ -62,6 +62,8 @@ def parse_metainfo(data: bytes) -> Metainfo:
             f"in pieces of {piece_length} bytes"
         )
 
+    # NOTE: only the v1 info hash is served. A hybrid v1+v2 torrent also makes
+    # libtorrent announce its truncated v2 hash, which this tracker rejects.
     start, end = _info_span(data)
     return Metainfo(
         info_hash=InfoHash(hashlib.sha1(data[start:end]).digest()),

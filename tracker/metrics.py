@@ -33,12 +33,6 @@ class TrackerMetrics(Collector):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
-    def count_announce(self, result: str) -> None:
-        self.announces[result] += 1
-
-    def count_scrape(self, result: str) -> None:
-        self.scrapes[result] += 1
-
     def render(self) -> bytes:
         """Return the metrics in the Prometheus text format."""
         return generate_latest(self.registry)

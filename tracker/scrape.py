@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from tracker import responses
-from tracker.errors import Rejected
+from tracker.errors import ErrorLogLimiter, Rejected
 from tracker.metrics import TrackerMetrics
 from tracker.query import parse_values
 from tracker.swarms import SwarmRegistry
@@ -20,20 +20,23 @@ class ScrapeEndpoint:
         self.registry = registry
         self.max_info_hashes = max_info_hashes
         self.metrics = metrics
+        self.error_log = ErrorLogLimiter()
 
     def handle(self, query: bytes, client_host: str | None) -> bytes:
         """Return the bencoded reply to one scrape, where every error becomes a `failure reason`."""
         try:
             reply = self._scrape(query)
         except Rejected as rejection:
-            self.metrics.count_scrape(rejection.cause)
+            self.metrics.scrapes[rejection.cause] += 1
             log.debug("scrape rejected", extra={"peer": client_host, "error": str(rejection)})
             return responses.failure(str(rejection))
         except Exception:
-            self.metrics.count_scrape("error")
-            log.exception("scrape failed", extra={"peer": client_host})
+            self.metrics.scrapes["error"] += 1
+            suppressed = self.error_log.allow()
+            if suppressed is not None:
+                log.exception("scrape failed", extra={"peer": client_host, "suppressed": suppressed})
             return responses.failure("internal tracker error; the tracker logged the cause, retry later")
-        self.metrics.count_scrape("ok")
+        self.metrics.scrapes["ok"] += 1
         return reply
 
     def _scrape(self, query: bytes) -> bytes:

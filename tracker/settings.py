@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,7 +177,12 @@ class TrackerSettings(ProcessSettings):
         if self.public_url:
             return self.public_url
         address = self.listen_address
-        host = f"[{address.host}]" if ":" in address.host else address.host
+        host = address.host
+        # A wildcard address is no place to connect to, so peers get the host name.
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
         return f"http://{host}:{address.port}"
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -139,3 +141,26 @@ def test_help_names_every_option() -> None:
     assert code == 0
     for option in ("--listen", "--data-dir", "--config", "--log-level"):
         assert option in output
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "tracker.log"
+    args = [str(VENV_BIN / "p2p-tracker"), "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "data")]
+    with running(args, ready_url=f"http://127.0.0.1:{port}/healthz", log_path=log_path) as process:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(15)
+    log = log_path.read_text()
+
+    # uvicorn re-raises the signal after a clean shutdown, so -SIGTERM is clean too.
+    assert code in (0, -signal.SIGTERM)
+    assert "tracker stopped" in log
+    assert "Traceback" not in log
+
+
+def test_wildcard_listen_announces_host_name(tmp_path: Path) -> None:
+    settings = TrackerSettings(listen="0.0.0.0:6969", data_dir=tmp_path)
+    public = TrackerSettings(listen="0.0.0.0:6969", data_dir=tmp_path, public_url="http://tracker.dc1:6969/")
+
+    assert settings.announce_url == f"http://{socket.gethostname()}:6969/announce"
+    assert public.announce_url == "http://tracker.dc1:6969/announce"
