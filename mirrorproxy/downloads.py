@@ -67,8 +67,9 @@ class _State(Enum):
 class Download:
     """One blob being fetched into the cache, and the clients reading it meanwhile."""
 
-    def __init__(self, request: BlobRequest):
+    def __init__(self, request: BlobRequest, stall_timeout: float):
         self.request = request
+        self._stall_timeout = stall_timeout
         self.size: int | None = request.size
         self.error: str | None = None
         self.sha256: str | None = None  # hex digest of the bytes, once done
@@ -80,6 +81,7 @@ class Download:
         # written and hashed. A switch from the swarm to the upstream starts
         # a new file (a new generation) from byte 0.
         self._path: Path | None = None
+        self._task: TaskHandle | None = None  # the swarm task, while it is the source
         self._source = Source.SWARM
         self._generation = 0
         self._available = 0
@@ -90,9 +92,10 @@ class Download:
 
     # Called by the worker.
 
-    def _start_file(self, path: Path, source: Source, size: int | None) -> None:
+    def _start_file(self, path: Path, source: Source, size: int | None, task: TaskHandle | None = None) -> None:
         with self._changed:
             self._path = path
+            self._task = task
             self._source = source
             self._generation += 1
             self._available = 0
@@ -108,6 +111,7 @@ class Download:
 
     def _finish(self, sha256: str) -> None:
         with self._changed:
+            self._task = None
             self.size = self._available
             self.sha256 = sha256
             self._state = _State.DONE
@@ -164,6 +168,21 @@ class Download:
                     if limit is None:
                         return
                     path, generation, source = self._path, self._generation, self._source
+                    task = self._task if self._state == _State.RUNNING else None
+
+                if task is not None:
+                    # A verified piece may still sit in libtorrent's store
+                    # buffer rather than in the file, so it is read through
+                    # the task until the download is done.
+                    try:
+                        for chunk in task.stream(position, limit, stall_timeout=self._stall_timeout):
+                            position += len(chunk)
+                            yield chunk, source
+                    except (TimeoutError, SwarmError, RuntimeError):
+                        # The worker meets the same stall or error and switches
+                        # to the upstream; continue from there.
+                        self._wait_for_change(generation)
+                    continue
 
                 if generation != opened_generation:
                     if descriptor is not None:
@@ -173,6 +192,7 @@ class Download:
                         descriptor = os.open(path, os.O_RDONLY)
                     except FileNotFoundError:
                         # The source changed since the snapshot; wait for the new file.
+                        self._wait_for_change(generation)
                         continue
                     opened_generation = generation
 
@@ -194,14 +214,24 @@ class Download:
                 stop = self.size if end is None else min(end, self.size)
                 return stop if position < stop else None
 
-            limit = self._available if end is None else min(end, self._available)
             # Hold back the response's last byte until the digest has matched.
             # With an unknown end, any byte may be the last.
-            last = (end if end is not None else self._available) - 1
-            limit = min(limit, last)
+            if self._task is not None:
+                # Readers stream from the task as its pieces arrive.
+                limit = (self.size if end is None else min(end, self.size)) - 1
+            else:
+                limit = self._available if end is None else min(end, self._available)
+                last = (end if end is not None else self._available) - 1
+                limit = min(limit, last)
             if position < limit:
                 return limit
             self._changed.wait(_READER_WAKE_SECONDS)
+
+    def _wait_for_change(self, generation: int) -> None:
+        """Wait until the download switches source or ends; the worker's own timeouts bound the wait."""
+        with self._changed:
+            while self._generation == generation and self._state == _State.RUNNING:
+                self._changed.wait(_READER_WAKE_SECONDS)
 
 
 class Downloader:
@@ -247,7 +277,7 @@ class Downloader:
             if download is not None:
                 return download
 
-            download = Download(request)
+            download = Download(request, self._settings.swarm_stall_timeout)
             self._running[request.key] = download
         self._metrics.downloads_started.inc()
         worker = threading.Thread(target=self._run, args=(download,), name=f"download {request.key}", daemon=True)
@@ -314,12 +344,16 @@ class Downloader:
             )
 
         log.info("downloading blob through the swarm", extra={"digest": request.key, "info_hash": handle.info_hash})
-        download._start_file(handle.path, Source.SWARM, handle.size)
+        download._start_file(handle.path, Source.SWARM, handle.size, task=handle)
         hasher = hashlib.sha256()
+        stall_timeout = self._settings.swarm_stall_timeout
         try:
-            for chunk in handle.stream(0, handle.size, stall_timeout=self._settings.swarm_stall_timeout):
+            for chunk in handle.stream(0, handle.size, stall_timeout=stall_timeout):
                 hasher.update(chunk)
                 download._advance(len(chunk))
+            # The cache serves from the file, so wait until libtorrent has
+            # flushed every piece to it.
+            handle.wait_complete(stall_timeout)
         except TimeoutError as error:
             self._session.remove_task(handle.info_hash, delete_files=True)
             raise NoSwarm(BackToSourceReason.SWARM_STALL, str(error)) from None

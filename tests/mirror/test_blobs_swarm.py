@@ -1,40 +1,229 @@
-"""Blobs through the swarm: a real tracker and seeder, and mirrors that share one download."""
+"""Blobs through the swarm: a real tracker and seeder, shared downloads, fallbacks and a lying swarm."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 
+from core.tasks import API_PREFIX
+from swarm import SEEDER_PEER_ID_PREFIX, Session, SwarmSettings
+from tests.mirror.test_clients import registries_conf
 from tests.support.cluster import tracker_and_seeder
+from tests.support.processes import VENV_BIN, free_port, running
 from tests.support.registry import IMAGES, Registry
+from tests.support.torrents import make_torrent
 
 
-def _blob_path(image: str, digest: str) -> str:
+def _blob_url(mirror_url: str, image: str, digest: str) -> str:
     repository = IMAGES[image].rpartition(":")[0]
-    return f"/v2/{repository}/blobs/{digest}"
+    return f"{mirror_url}/v2/{repository}/blobs/{digest}"
+
+
+# The seeder opens every ingest with a GET of `Range: bytes=0-0`, one byte
+# on top of the blob itself.
+_SEEDER_PROBE_BYTES = 1
+
+
+def _back_to_source(metrics: dict[str, float]) -> float:
+    return sum(value for name, value in metrics.items() if name.startswith("p2p_mirror_back_to_source_total"))
 
 
 @pytest.fixture
 def cluster(netns, tmp_path):
-    # The test thread is inside the namespace, so the tracker and the
-    # seeder it starts are too.
-    (tmp_path / "cluster").mkdir()
-    with tracker_and_seeder(tmp_path / "cluster") as started:
+    """A tracker and a seeder; the test thread is inside the namespace, so they are too."""
+    directory = tmp_path / "cluster"
+    directory.mkdir()
+    with tracker_and_seeder(directory) as started:
         yield started
+
+
+@pytest.fixture
+def lone_tracker(netns, tmp_path):
+    """A tracker without any seeder: tasks stay pending until a test registers their metainfo."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running(
+        netns.command([str(VENV_BIN / "p2p-tracker"), "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "tracker")]),
+        ready_url=f"{url}/healthz",
+        log_path=tmp_path / "tracker.log",
+    ):
+        yield url
 
 
 def test_blob_through_swarm(registry: Registry, cluster, start_mirror):
     mirror = start_mirror({registry.host: registry.url}, cluster.tracker_url)
     digest = registry.layer_digests("big")[-1]
+    sent_before = registry.blob_bytes_sent(digest)
 
-    response = httpx.get(mirror.url + _blob_path("big", digest), timeout=120)
+    response = httpx.get(_blob_url(mirror.url, "big", digest), timeout=120)
 
     assert response.status_code == 200
     assert "sha256:" + hashlib.sha256(response.content).hexdigest() == digest
     metrics = mirror.metrics()
     assert metrics['p2p_mirror_blobs_served_total{source="swarm"}'] == 1
-    assert sum(value for name, value in metrics.items() if name.startswith("p2p_mirror_back_to_source_total")) == 0
-    assert registry.blob_requests(digest) == 1
+    assert metrics['p2p_mirror_blob_bytes_served_total{source="swarm"}'] == len(response.content)
+    assert _back_to_source(metrics) == 0
+    # The seeder fetched the blob in ranges; together they are the blob, once.
+    assert registry.blob_bytes_sent(digest) - sent_before == len(response.content) + _SEEDER_PROBE_BYTES
+
+
+def test_clients_share_one_download(registry: Registry, cluster, start_mirror):
+    mirror = start_mirror({registry.host: registry.url}, cluster.tracker_url)
+    digest = registry.layer_digests("big")[-1]
+    url = _blob_url(mirror.url, "big", digest)
+    sent_before = registry.blob_bytes_sent(digest)
+
+    with ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(lambda _: httpx.get(url, timeout=120), range(4)))
+
+    for response in bodies:
+        assert response.status_code == 200
+        assert "sha256:" + hashlib.sha256(response.content).hexdigest() == digest
+    metrics = mirror.metrics()
+    assert metrics["p2p_mirror_downloads_started_total"] == 1
+    assert registry.blob_bytes_sent(digest) - sent_before == len(bodies[0].content) + _SEEDER_PROBE_BYTES
+
+
+@pytest.mark.slow
+def test_two_mirrors_pull_big_image_at_once(registry: Registry, cluster, netns, start_mirror, tmp_path):
+    mirrors = [start_mirror({registry.host: registry.url}, cluster.tracker_url) for _ in range(2)]
+    manifest = registry.manifest("big").json()
+    digests = [manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]]
+    sent_before = {digest: registry.blob_bytes_sent(digest) for digest in digests}
+    pulls = []
+    for index, mirror in enumerate(mirrors):
+        conf = registries_conf(tmp_path / f"registries{index}.conf", registry, mirror.host)
+        args = ["skopeo", "--registries-conf", str(conf), "--insecure-policy", "copy", "--quiet",
+                f"docker://{registry.host}/{IMAGES['big']}", f"dir:{tmp_path / f'pulled{index}'}"]
+        pulls.append(subprocess.Popen(netns.command(args), stderr=subprocess.PIPE, text=True))
+
+    for pull in pulls:
+        _, stderr = pull.communicate(timeout=300)
+        assert pull.returncode == 0, stderr
+
+    for digest in digests:
+        size = registry.blob_size("big", digest)
+        assert registry.blob_bytes_sent(digest) - sent_before[digest] == size + _SEEDER_PROBE_BYTES, digest
+        for index in range(2):
+            pulled = tmp_path / f"pulled{index}" / digest.partition(":")[2]
+            assert "sha256:" + hashlib.sha256(pulled.read_bytes()).hexdigest() == digest
+    for mirror in mirrors:
+        metrics = mirror.metrics()
+        assert metrics['p2p_mirror_blobs_served_total{source="swarm"}'] == len(digests)
+        assert _back_to_source(metrics) == 0
+
+
+def test_second_pull_served_from_cache(registry: Registry, cluster, netns, start_mirror, tmp_path):
+    mirror = start_mirror({registry.host: registry.url}, cluster.tracker_url)
+    conf = registries_conf(tmp_path / "registries.conf", registry, mirror.host)
+    manifest = registry.manifest("big").json()
+    digests = [manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]]
+    source = f"docker://{registry.host}/{IMAGES['big']}"
+
+    for attempt in ("first", "second"):
+        run = subprocess.run(
+            netns.command(["skopeo", "--registries-conf", str(conf), "--insecure-policy", "copy", "--quiet",
+                           source, f"dir:{tmp_path / attempt}"]),
+            capture_output=True, text=True, timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        if attempt == "first":
+            sent_after_first = {digest: registry.blob_bytes_sent(digest) for digest in digests}
+
+    for digest in digests:
+        assert registry.blob_bytes_sent(digest) == sent_after_first[digest], digest
+    metrics = mirror.metrics()
+    assert metrics["p2p_mirror_downloads_started_total"] == len(digests)
+    assert metrics['p2p_mirror_blobs_served_total{source="cache"}'] == len(digests)
+
+
+def test_tracker_down_falls_back_to_upstream(registry: Registry, netns, start_mirror, tmp_path):
+    dead_tracker = f"http://127.0.0.1:{free_port()}"
+    mirror = start_mirror({registry.host: registry.url}, dead_tracker)
+    conf = registries_conf(tmp_path / "registries.conf", registry, mirror.host)
+    layer = registry.layer_digests("oci")[0]
+
+    run = subprocess.run(
+        netns.command(["skopeo", "--registries-conf", str(conf), "--insecure-policy", "copy", "--quiet",
+                       f"docker://{registry.host}/{IMAGES['oci']}", f"dir:{tmp_path / 'pulled'}"]),
+        capture_output=True, text=True, timeout=300,
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "pulled" / layer.partition(":")[2]).is_file()
+    metrics = mirror.metrics()
+    assert metrics['p2p_mirror_back_to_source_total{reason="tracker_unreachable"}'] == 2
+    assert metrics['p2p_mirror_blobs_served_total{source="upstream"}'] == 2
+    log = mirror.log()
+    assert f"digest={layer}" in log
+    assert "reason=tracker_unreachable" in log
+
+
+def _register_torrent(tracker_url: str, digest: str, blob_url: str, content: bytes, directory: Path) -> bytes:
+    """Create the task of `digest` and register a torrent of `content` for it, as a seeder would."""
+    directory.mkdir(parents=True)
+    path = directory / digest.partition(":")[2]
+    path.write_bytes(content)
+    metainfo = make_torrent(path, f"{tracker_url}/announce", piece_length=64 * 1024)
+    task = httpx.post(f"{tracker_url}{API_PREFIX}/tasks", json={"url": blob_url, "digest": digest})
+    assert task.status_code == 200, task.text
+    registered = httpx.put(f"{tracker_url}{API_PREFIX}/tasks/{digest}/metainfo", content=metainfo)
+    assert registered.status_code == 200, registered.text
+    return metainfo
+
+
+def test_wrong_blob_from_swarm_aborts_response(registry: Registry, lone_tracker, start_mirror, tmp_path):
+    mirror = start_mirror({registry.host: registry.url}, lone_tracker)
+    digest = registry.layer_digests("oci")[0]
+    url = _blob_url(mirror.url, "oci", digest)
+    good = httpx.get(_blob_url(registry.url, "oci", digest)).content
+    # Same size, one byte changed: every piece hash of the torrent matches,
+    # only the sha256 of the whole blob tells.
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    metainfo = _register_torrent(lone_tracker, digest, _blob_url(registry.url, "oci", digest), bytes(bad), tmp_path / "seed")
+
+    seeder = Session(SwarmSettings(listen_interfaces="127.0.0.1:0", peer_id_prefix=SEEDER_PEER_ID_PREFIX))
+    try:
+        seeder.add_task(metainfo, tmp_path / "seed", seed_mode=True)
+
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(url, timeout=60)
+
+        metrics = mirror.metrics()
+        assert metrics['p2p_mirror_digest_mismatches_total{source="swarm"}'] == 1
+        assert metrics['p2p_mirror_blobs_served_total{source="swarm"}'] == 0
+        assert not any(mirror.data_dir.joinpath("blobs").iterdir())
+
+        # The next request for that digest skips the swarm that lied.
+        retry = httpx.get(url, timeout=60)
+        assert retry.status_code == 200
+        assert retry.content == good
+        assert mirror.metrics()['p2p_mirror_back_to_source_total{reason="digest_mismatch"}'] == 1
+    finally:
+        seeder.close()
+
+
+def test_swarm_stall_falls_back_to_upstream(registry: Registry, lone_tracker, start_mirror, tmp_path):
+    # The tracker has a torrent of the blob, but no peer seeds it.
+    mirror = start_mirror(
+        {registry.host: registry.url}, lone_tracker, env={"P2P_MIRROR_SWARM_STALL_TIMEOUT": "2"}
+    )
+    digest = registry.layer_digests("oci")[0]
+    good = httpx.get(_blob_url(registry.url, "oci", digest)).content
+    _register_torrent(lone_tracker, digest, _blob_url(registry.url, "oci", digest), good, tmp_path / "seed")
+
+    response = httpx.get(_blob_url(mirror.url, "oci", digest), timeout=60)
+
+    assert response.status_code == 200
+    assert response.content == good
+    metrics = mirror.metrics()
+    assert metrics['p2p_mirror_back_to_source_total{reason="swarm_stall"}'] == 1
+    assert metrics['p2p_mirror_blobs_served_total{source="upstream"}'] == 1
+    assert "reason=swarm_stall" in mirror.log()

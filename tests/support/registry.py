@@ -172,10 +172,24 @@ class Registry:
     def config_digest(self, image: str) -> str:
         return self.manifest(image).json()["config"]["digest"]
 
+    def _blob_log_lines(self, digest: str, method: str) -> list[re.Match]:
+        pattern = re.compile(rf'"{method} /v2/[^ ]+/blobs/{re.escape(digest)} HTTP/[0-9.]+" (2\d\d) (\d+) ')
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [match for match in map(pattern.search, lines) if match]
+
     def blob_requests(self, digest: str, method: str = "GET") -> int:
         """Count the blob requests for `digest` that the registry answered with 2xx, from its access log."""
-        pattern = re.compile(rf'"{method} /v2/[^ ]+/blobs/{re.escape(digest)} HTTP/[0-9.]+" 2\d\d ')
-        return sum(1 for line in self.log_path.read_text(errors="replace").splitlines() if pattern.search(line))
+        return len(self._blob_log_lines(digest, method))
+
+    def blob_bytes_sent(self, digest: str) -> int:
+        """Sum the body bytes of every successful GET of `digest`, ranged ones included, from the access log."""
+        return sum(int(match.group(2)) for match in self._blob_log_lines(digest, "GET"))
+
+    def blob_size(self, image: str, digest: str) -> int:
+        repository = IMAGES[image].rpartition(":")[0]
+        response = httpx.head(f"{self.url}/v2/{repository}/blobs/{digest}", auth=self.auth())
+        response.raise_for_status()
+        return int(response.headers["Content-Length"])
 
 
 def _write_config(path: Path, storage: Path, address: str, htpasswd: Path | None) -> None:
