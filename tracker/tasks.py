@@ -44,7 +44,7 @@ class TaskConflict(Exception):
 
 @dataclass
 class IngestOrder:
-    """What a seeder needs to fetch a task, kept in memory only because it contains credentials."""
+    """The fetch details a seeder needs, kept in memory only because they contain credentials."""
 
     url: str
     headers: dict[str, str] = field(default_factory=dict)
@@ -212,7 +212,11 @@ class TaskService:
             self._spawn(self.dispatch_pending())
 
     async def dispatch_pending(self) -> None:
-        """Send pending tasks to their seeders, and take back tasks from seeders that died."""
+        """Send pending tasks to their seeders, and take back tasks from seeders that died.
+
+        NOTE: a task stays ingesting for as long as its seeder sends heartbeats;
+        there is no deadline for a live seeder that never reports an outcome.
+        """
         for seeder_id in self.seeders.expire():
             log.warning("seeder dropped: no heartbeat", extra={"seeder_id": seeder_id})
         self.metrics.live_seeders = len(self.seeders.live())
