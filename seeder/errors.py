@@ -33,6 +33,8 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     query = "..." if parts.query else ""
     netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
     if parts.port:
         netloc = f"{netloc}:{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

@@ -159,14 +159,16 @@ class OriginFetch:
             self._client.close()
 
     def _run(self) -> FetchResult:
-        for _ in range(self.options.attempts * MAX_ATTEMPTS_FACTOR):
+        # Each restart fetches the whole body again, so restarts get the
+        # plain attempt count, not the larger budget of ranged resumes.
+        for _ in range(self.options.attempts):
             try:
                 return self._probe_and_fetch()
             except _Restart as restart:
                 log.warning("restarting the download from the first byte", extra={"url": self.shown_url, "error": str(restart)})
         raise IngestError(
-            f"origin broke every download of {self.shown_url}; gave up after "
-            f"{self.options.attempts * MAX_ATTEMPTS_FACTOR} attempts",
+            f"origin {self.shown_url} broke the connection of every download; gave up after "
+            f"{self.options.attempts} attempts (it does not support Range, so each attempt starts over)",
             FailureCause.ORIGIN_UNREACHABLE,
         )
 
@@ -316,6 +318,8 @@ class OriginFetch:
         if size is not None:
             self.on_size(size)
             _allocate(self.fd, size)
+        # NOTE: without a size, the quota is checked only at the end of the
+        # body; until then only a full disk stops a body larger than the quota.
         os.ftruncate(self.fd, size or 0)
 
         if self.requested_piece_length or size is not None:

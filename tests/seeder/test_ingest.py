@@ -440,3 +440,28 @@ def test_full_disk_fails_the_ingest(origin, small_disk, size_known):
     if size_known:
         # The space was reserved before the body was requested.
         assert origin.bytes_sent("/big.bin") == 1
+
+
+def test_origin_that_always_cuts_without_ranges(origin, cache):
+    size = 1 * MIB
+    put_file(origin, "file.bin", size)
+    origin.disable_ranges("/file.bin")
+    origin.cut("/file.bin", at=size // 2, times=100)
+
+    with pytest.raises(IngestError) as raised:
+        run_ingest(cache, request_for(origin, "file.bin"))
+
+    assert raised.value.cause == FailureCause.ORIGIN_UNREACHABLE
+    assert "gave up after 3 attempts" in str(raised.value)
+    assert origin.bytes_sent("/file.bin") == 3 * (size // 2)
+    assert_nothing_cached(cache)
+
+
+def test_error_messages_hide_the_query_string(origin, cache):
+    url = origin.url("/missing.bin", signed=True)
+
+    with pytest.raises(IngestError) as raised:
+        run_ingest(cache, request_for(origin, "missing.bin", url=url))
+
+    assert str(raised.value) == f"origin returned 404 for {origin.url('/missing.bin')}?..."
+    assert "Signature" not in str(raised.value)

@@ -52,7 +52,10 @@ def run_tracker(data_dir: Path, log_path: Path) -> Iterator[str]:
 
 
 @contextmanager
-def run_seeder(tracker_url: str, data_dir: Path, log_path: Path, **settings: str) -> Iterator[str]:
+def run_seeder(
+    tracker_url: str, data_dir: Path, log_path: Path, ready=None, **settings: str
+) -> Iterator[str]:
+    """Run `p2p-seeder` until the tracker lists it (or `ready()` is true); `settings` become P2P_SEEDER_* variables."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = [
@@ -64,7 +67,7 @@ def run_seeder(tracker_url: str, data_dir: Path, log_path: Path, **settings: str
     env = {"P2P_SEEDER_HEARTBEAT_INTERVAL": "0.5", **{f"P2P_SEEDER_{k.upper()}": v for k, v in settings.items()}}
     with running(args, ready_url=f"{url}/healthz", log_path=log_path, env=env):
         # The tracker dispatches only to seeders it heard from.
-        assert wait_until(lambda: seeder_ids(tracker_url), timeout=10), "the seeder never heartbeated"
+        assert wait_until(ready or (lambda: seeder_ids(tracker_url)), timeout=10), "the seeder sent no heartbeat"
         yield url
 
 
@@ -272,3 +275,41 @@ def test_bittorrent_listen_setting(tmp_path):
         [entry] = seeders(tracker)
 
     assert entry["peer_address"] == f"127.0.0.1:{port}"
+
+
+def test_sigterm_during_ingest_leaves_nothing(origin, tmp_path):
+    put_file(origin, "slow.bin", 8 * MIB)
+    origin.throttle("/slow.bin", 1 * MIB)
+
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker:
+        with run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log"):
+            task = httpx.post(f"{tracker}/api/v1/tasks", json={"url": origin.url("/slow.bin")}).json()
+            assert wait_until(lambda: len(origin.requests("/slow.bin")) > 1, timeout=10)
+            stopped_at = time.monotonic()
+        # Leaving the block sent SIGTERM and waited for the exit.
+        stop_seconds = time.monotonic() - stopped_at
+        state = httpx.get(f"{tracker}/api/v1/tasks/{task['id']}").json()["state"]
+
+    # The download is cancelled at its next chunk, not waited for (8 MiB at 1 MiB/s).
+    assert stop_seconds < 5
+    # A cancelled ingest is not a failed task: the tracker dispatches it again.
+    assert state == "ingesting"
+    assert blobs(tmp_path / "seeder") == []
+    assert list((tmp_path / "seeder" / "tmp").iterdir()) == []
+
+
+def test_tracker_token(origin, tmp_path, monkeypatch):
+    data = put_file(origin, "file.bin", 300_000)
+    monkeypatch.setenv("P2P_TRACKER_API_TOKEN", "s3cret-token")
+
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker:
+        client = httpx.Client(headers={"Authorization": "Bearer s3cret-token"})
+        with run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log", tracker_token="s3cret-token",
+                        ready=lambda: client.get(f"{tracker}/api/v1/seeders").json()):
+            task = client.post(f"{tracker}/api/v1/tasks?wait=30", json={"url": origin.url("/file.bin")}, timeout=40).json()
+
+    assert task["state"] == "ready"
+    assert task["size"] == len(data)
+    log = (tmp_path / "seeder.log").read_text()
+    assert "s3cret-token" not in log
+    assert "'tracker_token': '***'" in log
