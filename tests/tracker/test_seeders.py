@@ -19,9 +19,9 @@ TOKEN = "cluster-token"
 
 @pytest.fixture
 def dispatching_tracker(tmp_path: Path) -> Iterator[Tracker]:
-    """A tracker that drops seeders after 1.5 s of silence and dispatches every 0.3 s."""
+    """A tracker that drops seeders after 3 s of silence and dispatches every 0.3 s."""
     config = write_config(
-        tmp_path / "tracker.toml", seeder_timeout=1.5, dispatch_interval=0.3, dispatch_attempts=3
+        tmp_path / "tracker.toml", seeder_timeout=3, dispatch_interval=0.3, dispatch_attempts=3
     )
     with start_tracker(tmp_path, "--config", str(config), token=TOKEN) as tracker:
         yield tracker
@@ -105,7 +105,7 @@ def test_rendezvous_choice_and_failover(dispatching_tracker: Tracker) -> None:
         # seeder-a stops sending heartbeats: its tasks go to the rendezvous choice among b and c.
         a.stop_heartbeats()
         moved = [task_id for task_id in tasks if chosen[task_id] == "seeder-a"]
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         after: dict[str, str | None] = {}
         while time.monotonic() < deadline:
             after = {task_id: tracker.api("GET", f"/tasks/{task_id}").json()["seeder_id"] for task_id in tasks}
