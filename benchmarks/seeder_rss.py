@@ -9,6 +9,10 @@ task is requested through the tracker. The seeder's peak resident set size
 is ready, so the difference is what the ingest itself added. The seeder
 hashes while it downloads and writes at offsets, so the peak should not
 grow with the file size.
+
+With `--throttle`, every origin response is sent at that rate, as from an
+origin whose connections are slow, and `--parallel-ranges 1` against the
+default shows what parallel ranges gain.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 import click
 import httpx
 
-from core.units import format_size, parse_size
+from core.units import format_size, parse_rate, parse_size
 from tests.support.origin import Origin
 from tests.support.processes import VENV_BIN, free_port, running
 
@@ -108,7 +112,13 @@ def measure(size: int, work: Path, origin: Origin, seeder_env: dict[str, str]) -
 )
 @click.option("--parallel-ranges", type=int, help="Seeder setting parallel_ranges; default the seeder's own.")
 @click.option("--hash-buffer", help="Seeder setting hash_buffer, e.g. 8MiB; default the seeder's own.")
-def main(sizes: str, work_dir: Path | None, parallel_ranges: int | None, hash_buffer: str | None) -> None:
+@click.option(
+    "--throttle",
+    help="Rate of each origin response, e.g. 16MiB/s, to compare parallel_ranges; default no limit.",
+)
+def main(
+    sizes: str, work_dir: Path | None, parallel_ranges: int | None, hash_buffer: str | None, throttle: str | None
+) -> None:
     """Print the seeder's peak RSS after start-up and after one ingest, per file size."""
     work = work_dir or Path(tempfile.mkdtemp(prefix="seeder-rss-"))
     (work / "origin").mkdir(parents=True, exist_ok=True)
@@ -123,7 +133,10 @@ def main(sizes: str, work_dir: Path | None, parallel_ranges: int | None, hash_bu
     print("| --- | --- | --- | --- | --- |")
     with Origin(work / "origin") as origin:
         for text in sizes.split(","):
-            result = measure(parse_size(text.strip()), work, origin, seeder_env)
+            size = parse_size(text.strip())
+            if throttle:
+                origin.throttle(f"/random-{size}.bin", parse_rate(throttle))
+            result = measure(size, work, origin, seeder_env)
             print(
                 f"| {format_size(result['size'])} | {format_size(result['after_start'])} "
                 f"| {format_size(result['after_ingest'])} "

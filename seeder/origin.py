@@ -185,8 +185,11 @@ class OriginFetch:
                     FailureCause.ORIGIN_PROTOCOL,
                 )
             if response.status_code == 206:
-                size = _parse_content_range_total(response.headers.get("Content-Range"))
-                if size is None:
+                content_range = response.headers.get("Content-Range", "")
+                size = _parse_content_range_total(content_range)
+                # Anything but the one byte requested could be a whole file
+                # read into memory here.
+                if size is None or not content_range.startswith("bytes 0-0/"):
                     raise IngestError(
                         f"origin returned 206 for {self.shown_url} without a valid Content-Range "
                         f"({response.headers.get('Content-Range')!r})",
