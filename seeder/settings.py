@@ -70,10 +70,12 @@ class SeederSettings(ProcessSettings):
     )
     segment_size: Size = Field(
         4 * 1024**2,
+        ge=64 * 1024,
         description="bytes of each ranged request, rounded up to whole pieces",
     )
     hash_buffer: Size = Field(
         32 * 1024**2,
+        ge=0,
         description="bytes an ingest may hold in memory while the sha256 waits for earlier ranges",
     )
     origin_connect_timeout: float = Field(10.0, gt=0, description="seconds to connect to the origin")

@@ -86,3 +86,11 @@ def test_precedence_of_file_environment_and_options(tmp_path, monkeypatch):
     assert settings.listen == "127.0.0.1:7003"
     assert settings.api_url == "http://127.0.0.1:7003"
     assert settings.session_listen == "127.0.0.1:0"
+
+
+def test_segment_size_too_small(tmp_path):
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path)], env={"P2P_SEEDER_SEGMENT_SIZE": "1KiB"})
+
+    assert result.exit_code == EXIT_INVALID_SETTINGS
+    assert "setting 'segment_size'" in result.output
+    assert "greater than or equal to 65536" in result.output
