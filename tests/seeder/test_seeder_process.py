@@ -313,3 +313,21 @@ def test_tracker_token(origin, tmp_path, monkeypatch):
     log = (tmp_path / "seeder.log").read_text()
     assert "s3cret-token" not in log
     assert "'tracker_token': '***'" in log
+
+
+def test_quota_evicts_and_stops_seeding(origin, tmp_path):
+    put_file(origin, "first.bin", 600_000)
+    second = put_file(origin, "second.bin", 600_000)
+
+    with run_tracker(tmp_path / "tracker", tmp_path / "tracker.log") as tracker, \
+            run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log", cache_quota="1MiB") as seeder:
+        first_task = request_task(tracker, origin.url("/first.bin"))
+        second_task = request_task(tracker, origin.url("/second.bin"))
+        metrics = httpx.get(f"{seeder}/metrics").text
+
+    assert first_task["state"] == "ready"
+    assert second_task["state"] == "ready"
+    second_sha256 = hashlib.sha256(second).hexdigest()
+    assert blobs(tmp_path / "seeder") == [second_sha256, f"{second_sha256}.torrent"]
+    assert "p2p_seeder_tasks_seeded 1.0" in metrics
+    assert "p2p_seeder_cache_bytes 600000.0" in metrics
