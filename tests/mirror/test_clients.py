@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -164,3 +165,57 @@ def test_ctr_pulls_and_runs_through_mirror(registry: Registry, netns, containerd
     output = ctr(containerd, netns, "run", "--rm", reference, f"p2p-{os.getpid()}", timeout=120)
     assert output.strip() == HELLO_MESSAGE
     ctr(containerd, netns, "images", "rm", reference)
+
+
+# dockerd.
+
+
+@pytest.fixture
+def dockerd(netns: NetworkNamespace, start_mirror, registry: Registry):
+    """A dockerd of the test's own whose registry mirror is a p2p-mirror for docker.io; yields its socket."""
+    if shutil.which("dockerd") is None or shutil.which("docker") is None:
+        pytest.skip("dockerd is not installed (Debian package docker.io); the docker pull test needs it")
+    # dockerd sends only Docker Hub pulls to a mirror, without ?ns=: docker.io
+    # is the mirror's default upstream, served by the test registry.
+    mirror = start_mirror({"docker.io": registry.url})
+    directory = Path(tempfile.mkdtemp(prefix="p2pdkr"))
+    socket = directory / "docker.sock"
+    config = directory / "daemon.json"
+    config.write_text(json.dumps({"registry-mirrors": [mirror.url]}, indent=2) + "\n")
+    args = [
+        "dockerd",
+        "--config-file", str(config),
+        "--host", f"unix://{socket}",
+        "--data-root", str(directory / "data"),
+        "--exec-root", str(directory / "exec"),
+        "--pidfile", str(directory / "docker.pid"),
+        # The namespace has loopback alone: no bridge, no NAT rules.
+        "--bridge", "none",
+        "--iptables=false",
+        "--ip6tables=false",
+    ]
+    try:
+        with running(netns.command(args), log_path=directory / "dockerd.log") as process:
+            deadline = time.monotonic() + 60
+            while subprocess.run(["docker", "--host", f"unix://{socket}", "version"], capture_output=True).returncode != 0:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log = (directory / "dockerd.log").read_text(errors="replace")[-3000:]
+                    pytest.skip(f"dockerd cannot run here: {log}")
+                time.sleep(0.5)
+            yield socket, mirror
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_docker_pulls_and_runs_through_mirror(dockerd, netns):
+    socket, mirror = dockerd
+    image = IMAGES["oci"].removeprefix("library/")
+
+    run_tool(netns.command(["docker", "--host", f"unix://{socket}", "pull", image]), timeout=300)
+
+    assert _served_blobs(mirror) == 2
+    output = run_tool(
+        netns.command(["docker", "--host", f"unix://{socket}", "run", "--rm", "--network", "none", image]),
+        timeout=120,
+    )
+    assert output.strip() == HELLO_MESSAGE
