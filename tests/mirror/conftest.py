@@ -100,11 +100,17 @@ def start_mirror(netns: NetworkNamespace, tmp_path: Path) -> Iterator[StartMirro
     with ExitStack() as stack:
         count = 0
 
-        def start(upstreams: dict[str, str], tracker: str = "", *extra: str, env: dict[str, str] | None = None) -> MirrorProcess:
+        def start(
+            upstreams: dict[str, str],
+            tracker: str = "",
+            *extra: str,
+            env: dict[str, str] | None = None,
+            data_dir: Path | None = None,
+        ) -> MirrorProcess:
             nonlocal count
             count += 1
             port = free_port()
-            data_dir = tmp_path / f"mirror{count}"
+            data_dir = data_dir or tmp_path / f"mirror{count}"
             log_path = tmp_path / f"mirror{count}.log"
             args = [
                 str(VENV_BIN / "p2p-mirror"),

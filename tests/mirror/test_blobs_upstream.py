@@ -100,3 +100,50 @@ def test_unknown_blob_returns_registry_404(registry: Registry, start_mirror):
     assert proxied.status_code == direct.status_code == 404
     assert proxied.json() == direct.json()
     assert proxied.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+
+
+def _arm64_layer(registry: Registry) -> str:
+    index = registry.manifest("multi").json()
+    arm64 = next(entry for entry in index["manifests"] if entry["platform"]["architecture"] == "arm64")
+    repository = IMAGES["multi"].rpartition(":")[0]
+    manifest = httpx.get(
+        f"{registry.url}/v2/{repository}/manifests/{arm64['digest']}", headers={"Accept": arm64["mediaType"]}
+    )
+    return manifest.json()["layers"][0]["digest"]
+
+
+def test_cache_evicts_least_recently_used(registry: Registry, start_mirror):
+    # Room for one busybox layer (about 1 MiB) and the small config, not two layers.
+    quota = 1_500_000
+    mirror = start_mirror({registry.host: registry.url}, "", "--cache-quota", str(quota))
+    amd64_layer = registry.layer_digests("oci")[0]
+    config = registry.config_digest("oci")
+    arm64_layer = _arm64_layer(registry)
+
+    for image, digest in [("oci", amd64_layer), ("oci", config), ("multi", arm64_layer)]:
+        assert httpx.get(mirror.url + _blob_path(image, digest), timeout=60).status_code == 200
+
+    metrics = mirror.metrics()
+    assert metrics["p2p_mirror_cache_evictions_total"] == 1
+    assert metrics["p2p_mirror_cache_blobs"] == 2
+    assert metrics["p2p_mirror_cache_bytes"] <= quota
+    cached = {path.name for path in (mirror.data_dir / "blobs").iterdir()}
+    assert cached == {config.replace(":", "-"), arm64_layer.replace(":", "-")}
+
+    heads_before = registry.blob_requests(amd64_layer, method="HEAD")
+    assert httpx.head(mirror.url + _blob_path("oci", amd64_layer)).status_code == 200
+    assert registry.blob_requests(amd64_layer, method="HEAD") == heads_before + 1
+
+
+def test_cache_survives_restart(registry: Registry, start_mirror, tmp_path):
+    digest = registry.layer_digests("oci")[0]
+    first = start_mirror({registry.host: registry.url}, data_dir=tmp_path / "shared-cache")
+    body = httpx.get(first.url + _blob_path("oci", digest), timeout=60).content
+    gets_before = registry.blob_requests(digest)
+
+    second = start_mirror({registry.host: registry.url}, data_dir=tmp_path / "shared-cache")
+    again = httpx.get(second.url + _blob_path("oci", digest), timeout=60)
+
+    assert again.content == body
+    assert registry.blob_requests(digest) == gets_before
+    assert second.metrics()['p2p_mirror_blobs_served_total{source="cache"}'] == 1

@@ -80,6 +80,21 @@ def test_fetch_without_digest_reports_sha256(origin, start_mirror, tmp_path):
     assert output.read_bytes() == content
 
 
+def test_fetch_follows_redirect_to_signed_url(origin, start_mirror, tmp_path):
+    mirror = start_mirror({})
+    digest, content = _file(origin, "moved.bin", 300_000)
+    origin.redirect("/moved.bin")
+    output = tmp_path / "moved.bin"
+
+    response = httpx.post(
+        mirror.url + FETCH, json={"url": origin.url("/moved.bin"), "digest": digest, "output": str(output)}, timeout=60
+    )
+
+    assert response.status_code == 200, response.text
+    assert output.read_bytes() == content
+    assert [record.status for record in origin.requests("/moved.bin")] == [307, 200]
+
+
 def test_fetch_wrong_digest_writes_nothing(origin, cluster, start_mirror, tmp_path):  # noqa: F811
     mirror = start_mirror({}, cluster.tracker_url)
     _file(origin, "changed.bin", 200_000)
