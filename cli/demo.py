@@ -130,7 +130,7 @@ def main() -> None:
             output = WORK / f"peer{number}" / source.name
             fetches.append((output, subprocess.Popen(
                 [str(BIN / "p2p-fetch"), origin.url, "-o", str(output), "--tracker", tracker_url,
-                 "--listen", "127.0.0.1:0", "--seed-time", "3", "--json", "--timeout", "600"],
+                 "--listen", "127.0.0.1:0", "--no-mirror", "--seed-time", "3", "--json", "--timeout", "600"],
                 stdout=subprocess.PIPE, stderr=open(WORK / f"peer{number}.log", "wb"),
             )))
             started.append(fetches[-1][1])

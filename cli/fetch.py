@@ -18,6 +18,7 @@ from cli.fetching import (
     OriginFailed,
     fetch,
 )
+from cli.mirror_client import DEFAULT_MIRROR_URL, fetch_via_mirror, mirror_is_running
 from cli.task_client import TrackerUnavailable
 from core.ids import Digest, InvalidValue
 from core.logs import configure_logging
@@ -39,7 +40,7 @@ Exit codes:
   {EXIT_ORIGIN}  the origin failed: not found, server errors, unreachable
   {EXIT_INTEGRITY}  the content does not match its digest
   {EXIT_TIMEOUT}  not done within --timeout
-  {EXIT_TRACKER}  the tracker is unreachable or rejected the request
+  {EXIT_TRACKER}  the tracker or the --mirror is unreachable, or rejected the request
 """
 
 
@@ -111,8 +112,12 @@ class _Reporter:
 @click.argument("url")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Output file. Default: the file name of the URL, in the current directory.")
-@click.option("--tracker", envvar="P2P_FETCH_TRACKER", required=True, show_envvar=True,
-              help="Base URL of the p2p-tracker, e.g. http://tracker:8080.")
+@click.option("--tracker", envvar="P2P_FETCH_TRACKER", show_envvar=True,
+              help="Base URL of the p2p-tracker, e.g. http://tracker:8080. Needed unless a p2p-mirror runs.")
+@click.option("--mirror", "mirror_url", envvar="P2P_FETCH_MIRROR", show_envvar=True,
+              help=f"Base URL of this host's p2p-mirror. Default: {DEFAULT_MIRROR_URL} when one answers there; "
+              "without a mirror, p2p-fetch joins the swarm with a session of its own.")
+@click.option("--no-mirror", is_flag=True, help="Join the swarm with a session of its own even if a p2p-mirror runs.")
 @click.option("--token", envvar="P2P_FETCH_TOKEN", show_envvar=True,
               help="Bearer token of the tracker's task API, when it requires one.")
 @click.option("--digest", help="Expected content digest, sha256:<64 hex digits>.")
@@ -133,7 +138,7 @@ class _Reporter:
               help="Print one JSON summary at the end: size, seconds, bytes from the seeder and from peers.")
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def main(url, output, tracker, token, digest, headers, timeout, seed_time, listen,
+def main(url, output, tracker, mirror_url, no_mirror, token, digest, headers, timeout, seed_time, listen,
          download_limit, upload_limit, quiet, as_json, log_level) -> None:
     """Download URL through the p2p-fetch swarm.
 
@@ -147,7 +152,7 @@ def main(url, output, tracker, token, digest, headers, timeout, seed_time, liste
         options = FetchOptions(
             url=url,
             output=output or _default_output(url),
-            tracker_url=tracker,
+            tracker_url=tracker or "",
             digest=Digest.parse(digest) if digest else None,
             headers=_parse_headers(headers),
             timeout=timeout,
@@ -160,9 +165,25 @@ def main(url, output, tracker, token, digest, headers, timeout, seed_time, liste
     except InvalidValue as error:
         raise click.UsageError(str(error)) from None
 
+    mirror = None
+    if not no_mirror:
+        candidate = mirror_url or DEFAULT_MIRROR_URL
+        if mirror_is_running(candidate):
+            mirror = candidate
+        elif mirror_url:
+            click.echo(f"p2p-fetch: p2p-mirror at {mirror_url} unreachable; start it or pass --no-mirror", err=True)
+            sys.exit(EXIT_TRACKER)
+    if mirror is None and not tracker:
+        raise click.UsageError(
+            f"no p2p-mirror answers at {mirror_url or DEFAULT_MIRROR_URL}; pass --tracker URL (or set P2P_FETCH_TRACKER)"
+        )
+
     reporter = _Reporter(quiet or as_json)
     try:
-        summary = fetch(options, on_progress=reporter)
+        if mirror is not None:
+            summary = fetch_via_mirror(options, mirror, on_progress=reporter)
+        else:
+            summary = fetch(options, on_progress=reporter)
     except (FetchError, TrackerUnavailable, OSError) as error:
         reporter.close()
         click.echo(f"p2p-fetch: {error}", err=True)
@@ -171,6 +192,8 @@ def main(url, output, tracker, token, digest, headers, timeout, seed_time, liste
 
     if as_json:
         click.echo(json.dumps(summary.as_json()))
+    elif not quiet and summary.via == "mirror":
+        click.echo(f"{summary.output}: {format_size(summary.size)} in {summary.seconds:.1f} s through p2p-mirror", err=True)
     elif not quiet:
         click.echo(
             f"{summary.output}: {format_size(summary.size)} in {summary.seconds:.1f} s, "

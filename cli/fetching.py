@@ -62,6 +62,7 @@ class FetchSummary:
     bytes_from_seeder: int
     bytes_from_peers: int
     info_hash: str | None
+    via: str = "session"  # "session": this process's own swarm session; "mirror": the host's p2p-mirror
 
     def as_json(self) -> dict:
         return self.__dict__.copy()
@@ -127,7 +128,7 @@ def fetch(options: FetchOptions, on_progress: ProgressCallback | None = None) ->
     if size == 0:
         # A BitTorrent swarm cannot carry an empty file; there is nothing to fetch.
         _publish_empty(output, expected)
-        return FetchSummary(options.url, str(output), 0, time.monotonic() - started, 0, 0, task.info_hash)
+        return FetchSummary(options.url, str(output), 0, round(time.monotonic() - started, 3), 0, 0, task.info_hash)
 
     progress = _download(options, metainfo, output, expected, remaining, on_progress)
     return FetchSummary(

@@ -23,7 +23,7 @@ class Cluster:
         """Start `p2p-fetch` for `url` and return the process; its stdout is the JSON summary."""
         return subprocess.Popen(
             [str(VENV_BIN / "p2p-fetch"), url, "-o", str(output), "--tracker", self.tracker_url,
-             "--listen", "127.0.0.1:0", "--json", "--timeout", str(timeout), *extra],
+             "--listen", "127.0.0.1:0", "--no-mirror", "--json", "--timeout", str(timeout), *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
