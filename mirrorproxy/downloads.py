@@ -1,10 +1,11 @@
 """Blob downloads shared by every client of the host: through the swarm, else from the upstream.
 
 One worker thread per blob fetches it into the cache and checks its sha256 in
-order as the bytes arrive; clients read the verified prefix of the file as it
-grows. A client whose response would end with the blob's last byte gets that
-byte only once the whole digest has matched, so a wrong blob can never end in a
-clean response.
+order as the bytes arrive. Clients of a swarm download read its pieces through
+the libtorrent task as they are verified. Clients of an upstream download read
+the prefix of the file that the worker has written. Every response holds back
+its last byte until the whole digest has matched, so a wrong blob never ends
+in a clean response.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class DigestMismatch(DownloadFailed):
 
 @dataclass(frozen=True)
 class BlobRequest:
-    """What a download needs: the cache key, the upstream URL and the credentials for it."""
+    """The inputs of one download: its cache key, the upstream URL and the credentials for it."""
 
     key: str  # "sha256:<hex>", or "url:<sha256 of the URL>" when no digest is known
     url: str
@@ -389,12 +390,12 @@ class Downloader:
             headers = {**request.headers, "Accept-Encoding": "identity"}
             with self._upstream.stream("GET", request.url, headers=headers) as response:
                 if response.status_code != 200:
-                    raise DownloadFailed(f"upstream answered {response.status_code} to GET {request.url}")
+                    raise DownloadFailed(f"upstream returned status {response.status_code} to GET {request.url}")
                 length = response.headers.get("content-length")
                 size = int(length) if length and length.isdigit() else None
                 if download.size is not None and size is not None and size != download.size:
                     raise DownloadFailed(
-                        f"upstream GET {request.url} sent {size} bytes, its HEAD said {download.size}"
+                        f"upstream GET {request.url} has Content-Length {size}, but its HEAD had {download.size}"
                     )
                 download._start_file(path, Source.UPSTREAM, size)
 
@@ -462,7 +463,7 @@ def seed_cached(session: Session, entries: list[CacheEntry]) -> list[TaskHandle]
                 entry.metainfo_path.read_bytes(), entry.path.parent, seed_mode=True
             )
         except SwarmError as error:
-            log.warning("cannot seed a cached blob", extra={"digest": entry.key, "error": str(error)})
+            log.warning("seeding a cached blob failed", extra={"digest": entry.key, "error": str(error)})
             continue
         handles.append(handle)
     return handles

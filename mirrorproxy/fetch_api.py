@@ -52,7 +52,7 @@ class FetchRequest(BaseModel):
 
 
 class FetchResult(BaseModel):
-    """Where a fetched file was written, and what it is."""
+    """The path, size, digest and source of a fetched file."""
 
     path: str
     size: int

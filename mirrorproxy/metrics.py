@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 class Source(StrEnum):
-    """Where the bytes of a served blob came from."""
+    """The origin of a served blob's bytes."""
 
     CACHE = "cache"
     SWARM = "swarm"
@@ -16,11 +16,11 @@ class Source(StrEnum):
 
 
 class BackToSourceReason(StrEnum):
-    """Why a blob was fetched from its upstream instead of the swarm."""
+    """The cause of a blob fetched from its upstream instead of the swarm."""
 
     NO_TRACKER = "no_tracker"  # the mirror runs without a tracker setting
     TRACKER_UNREACHABLE = "tracker_unreachable"
-    TRACKER_ERROR = "tracker_error"  # the tracker answered, but with an error status
+    TRACKER_ERROR = "tracker_error"  # the tracker responded with an error status
     TASK_FAILED = "task_failed"  # the seeder could not ingest the blob
     TASK_TIMEOUT = "task_timeout"  # the metainfo was not ready within task_timeout
     SWARM_STALL = "swarm_stall"  # no piece within swarm_stall_timeout
@@ -40,29 +40,34 @@ class MirrorMetrics:
             ["source"],
             registry=self.registry,
         )
+
         self.bytes_served = Counter(
             "p2p_mirror_blob_bytes_served",
             "Blob bytes sent to clients, by source",
             ["source"],
             registry=self.registry,
         )
+
         self.back_to_source = Counter(
             "p2p_mirror_back_to_source",
             "Blob downloads that went to the upstream instead of the swarm, by reason",
             ["reason"],
             registry=self.registry,
         )
+
         self.digest_mismatches = Counter(
             "p2p_mirror_digest_mismatches",
             "Downloads whose bytes did not match their digest; their responses were aborted",
             ["source"],
             registry=self.registry,
         )
+
         self.downloads_started = Counter(
             "p2p_mirror_downloads_started",
             "Blob downloads started; clients that join a running download start none",
             registry=self.registry,
         )
+
         self.cache_bytes = Gauge(
             "p2p_mirror_cache_bytes", "Bytes of the blobs in the cache", registry=self.registry
         )
@@ -73,6 +78,9 @@ class MirrorMetrics:
             "p2p_mirror_cache_evictions", "Blobs evicted from the cache to stay under the quota",
             registry=self.registry,
         )
+
+        # Every label value exists from the start, so a scrape shows zeros
+        # instead of missing series.
         for source in Source:
             self.blobs_served.labels(source)
             self.bytes_served.labels(source)

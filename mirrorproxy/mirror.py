@@ -17,8 +17,8 @@ from swarm import Session, SwarmSettings
 
 log = logging.getLogger(__name__)
 
-# Blob responses that may wait on a download at the same time; each holds a
-# worker thread while it waits for bytes.
+# Blob responses that may wait on a download at the same time; each occupies
+# a worker thread while it waits for bytes.
 MAX_BLOB_RESPONSES = 256
 
 

@@ -1,8 +1,8 @@
 """The read side of the OCI Distribution API under /v2/, as a registry mirror.
 
-Manifests, tags and everything else go to the upstream unchanged; blob GETs
-are authorized against the upstream, then served from the cache or through
-the swarm.
+Manifests, tags and everything else go to the upstream unchanged. Blob GETs
+are authorized against the upstream first, then served from the cache or
+through the swarm.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter()
 
-# The most bytes of an upstream error body relayed to the client.
+# Maximum size in bytes of an upstream error body relayed to the client.
 _MAX_ERROR_BODY = 64 * 1024
 
 _WRITE_METHODS = ["POST", "PUT", "PATCH", "DELETE"]
@@ -87,12 +87,12 @@ async def read_side(request: Request, path: str) -> Response:
             return await _head_blob(mirror, request, upstream, path, digest)
         return await _get_blob(mirror, request, upstream, path, digest)
 
-    # Manifests, tags lists, referrers and the rest: the upstream's answer, unchanged.
+    # Manifests, tags lists, referrers and the rest: the upstream's response, unchanged.
     return await forward(mirror.client, request, upstream, path)
 
 
 async def _ping(mirror: Mirror, request: Request, upstream: Upstream) -> Response:
-    """Answer /v2/ with the upstream's status, so a 401 challenge reaches the client before it pulls."""
+    """Return the upstream's status for /v2/, so that a 401 challenge reaches the client before it pulls."""
     response = await forward(mirror.client, request, upstream, "")
     if response.status_code == 200:
         return Response(status_code=200, headers={API_VERSION_HEADER: API_VERSION})
@@ -140,11 +140,11 @@ async def _relay_refusal(
 ) -> Response:
     """Return the upstream's refusal (401, 403, 404, ...) with its error body.
 
-    A HEAD answer has no body, so the same GET is sent for it; it cannot leak
-    blob bytes, because a GET that succeeds is dropped unread.
+    A response to HEAD has no body, so the same GET is sent for it. That GET
+    cannot leak blob bytes, because a GET that succeeds is dropped unread.
     """
     log.info(
-        "upstream refused a blob",
+        "upstream rejected a blob request",
         extra={"upstream": upstream.registry, "url": url, "status": head.status_code},
     )
     try:

@@ -18,7 +18,7 @@ SHUTDOWN_GRACE_SECONDS = 10
 
 
 class StartupError(Exception):
-    """The mirror could not start; the message says what to change."""
+    """The mirror could not start; the message names what to change."""
 
 
 def serve(settings: MirrorSettings) -> None:

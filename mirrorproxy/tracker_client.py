@@ -11,13 +11,13 @@ from pydantic import ValidationError
 from core.tasks import API_PREFIX, Task, TaskRequest, TaskState
 from mirrorproxy.metrics import BackToSourceReason
 
-# The longest single long-poll (?wait=) against the tracker, in seconds; a
-# longer task_timeout is covered by several polls.
+# Maximum seconds of one long poll (?wait=) against the tracker; a longer
+# task_timeout is covered by several polls.
 _MAX_WAIT_SECONDS = 30.0
 
 
 class NoSwarm(Exception):
-    """The swarm cannot deliver this blob; the reason says why, so the mirror fetches it from the upstream."""
+    """The swarm cannot deliver this blob, for `reason`, so the mirror fetches it from the upstream."""
 
     def __init__(self, reason: BackToSourceReason, detail: str):
         super().__init__(f"{reason.value}: {detail}")
@@ -74,7 +74,7 @@ class TrackerClient:
 
     def _call(self, method: str, path: str, wait: float, json: dict | None = None) -> Task:
         try:
-            # The long poll holds the request open for `wait` seconds, so the
+            # The long poll keeps the request open for `wait` seconds, so the
             # read timeout must outlast it.
             response = self._client.request(
                 method,

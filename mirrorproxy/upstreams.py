@@ -14,7 +14,7 @@ from mirrorproxy.oci import error_response
 
 log = logging.getLogger(__name__)
 
-# Request headers a registry needs to answer as it would answer the client.
+# Request headers a registry needs to respond as it would respond to the client.
 # Each is copied one by one, so repeated Accept headers stay separate: merged
 # into one, distribution rejects OCI manifests.
 FORWARDED_REQUEST_HEADERS = ("accept", "authorization", "range", "if-none-match", "user-agent")
@@ -94,7 +94,7 @@ def copy_response_headers(upstream: httpx.Response, response: Response) -> None:
 
 
 def unreachable_response(upstream: Upstream, error: httpx.HTTPError) -> Response:
-    """Return the OCI error for an upstream that did not answer: 503 on a timeout, else 502."""
+    """Return the OCI error for an upstream that did not respond: 503 on a timeout, else 502."""
     log.warning("upstream request failed", extra={"upstream": upstream.registry, "error": repr(error)})
     if isinstance(error, httpx.TimeoutException):
         return error_response(
@@ -111,7 +111,7 @@ async def forward(
     upstream: Upstream,
     path: str,
 ) -> Response:
-    """Send the client's GET or HEAD to the upstream and return its answer unchanged.
+    """Send the client's GET or HEAD to the upstream and return its response unchanged.
 
     Status, headers and body come back as the upstream sent them; redirects are
     returned to the client, not followed. `?ns=` is dropped from the query.

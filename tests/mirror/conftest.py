@@ -1,9 +1,9 @@
 """Fixtures of the mirror tests: a namespace with loopback alone, registries, images and mirrors.
 
 Every process of these tests (registries, tracker, seeder, mirrors, registry
-clients) runs inside one network namespace that has only `lo`, and the test
-thread itself enters it, so the tests reach them on 127.0.0.1 and a registry
-client's fallback to a real registry finds no network.
+clients) runs inside one network namespace that has only `lo`. The test
+thread enters it too, so the tests reach every process on 127.0.0.1, while a
+registry client's fallback to a real registry finds no network.
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ def test_wrong_blob_from_swarm_aborts_response(registry: Registry, lone_tracker,
     url = _blob_url(mirror.url, "oci", digest)
     good = httpx.get(_blob_url(registry.url, "oci", digest)).content
     # Same size, one byte changed: every piece hash of the torrent matches,
-    # only the sha256 of the whole blob tells.
+    # and only the sha256 of the whole blob differs.
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0xFF
     metainfo = _register_torrent(lone_tracker, digest, _blob_url(registry.url, "oci", digest), bytes(bad), tmp_path / "seed")

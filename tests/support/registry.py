@@ -1,9 +1,9 @@
 """An upstream registry for tests: the CNCF distribution registry and images built offline.
 
-Images are built with buildah from scratch (busybox-static as the only
-binary) into an OCI layout once per test session, then pushed with skopeo to
-each registry a test starts, in three manifest forms: an OCI image manifest,
-a Docker schema 2 manifest and a two-platform OCI image index.
+Images are built once per test session with buildah from scratch, with
+busybox-static as the only binary, into an OCI layout. skopeo pushes them to
+each registry a test starts in three manifest forms: an OCI image manifest, a
+Docker schema 2 manifest and a two-platform OCI image index.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class Registry:
         return [match for match in map(pattern.search, lines) if match]
 
     def blob_requests(self, digest: str, method: str = "GET") -> int:
-        """Count the blob requests for `digest` that the registry answered with 2xx, from its access log."""
+        """Count the blob requests for `digest` that the registry returned 2xx for, from its access log."""
         return len(self._blob_log_lines(digest, method))
 
     def blob_bytes_sent(self, digest: str) -> int:
@@ -232,8 +232,8 @@ def registry_server(
     _write_config(config, work_dir / "storage", address, htpasswd)
     log_path = work_dir / "registry.log"
 
-    # /v2/ answers 401 under auth, so readiness is checked on the debug-free
-    # root path, which distribution answers 200 without auth.
+    # Under auth /v2/ returns 401, so readiness is checked on the root path
+    # `/`, which distribution serves with 200 and no auth.
     with running(
         namespace.command(["docker-registry", "serve", str(config)]),
         ready_url=f"http://{address}/",
