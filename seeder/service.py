@@ -236,7 +236,7 @@ class SeederService:
             )
             self._seed(result)
             return
-        self._seed(result)
+        self._seed(result, announce_now=cached)
         self.metrics.ingests.labels("cached" if cached else "ready").inc()
         log.info(
             "task ready",
@@ -254,8 +254,12 @@ class SeederService:
 
     # Seeding.
 
-    def _seed(self, cached: CachedFile) -> None:
-        """Add a cached file to the session in seed mode (its pieces were hashed as it arrived)."""
+    def _seed(self, cached: CachedFile, announce_now: bool = False) -> None:
+        """Add a cached file to the session in seed mode (its pieces were hashed as it arrived).
+
+        With `announce_now`, a task already seeded but without peers is added
+        again, so that it announces at once instead of at its next interval.
+        """
         if cached.size == 0:
             # libtorrent rejects a torrent of 0 bytes ("invalid length of
             # torrent"); there is nothing to seed, and the metainfo records the size 0.
@@ -265,10 +269,18 @@ class SeederService:
         with self._lock:
             seeded_with = self._announce_urls.get(info_hash)
             self._announce_urls[info_hash] = announce_url
-        if self.session.get(info_hash) is not None:
-            if seeded_with == announce_url:
-                return
+        handle = self.session.get(info_hash)
+        if handle is not None:
             # A task keeps the trackers it was added with, so a new announce URL needs a new task.
+            if seeded_with == announce_url and not announce_now:
+                return
+            # A tracker that registers the task again may have lost it, and
+            # rejected this task's announces until now; libtorrent would retry
+            # only after its backoff. NOTE: re-adding is the only way to force
+            # an announce through the swarm API, and it drops connected peers,
+            # so a task that has peers is left alone.
+            if seeded_with == announce_url and handle.progress().peers > 0:
+                return
             self.session.remove_task(info_hash)
         try:
             self.session.add_task(cached.metainfo.data, self.cache.blobs, seed_mode=True)

@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -42,8 +42,8 @@ def origin(tmp_path: Path) -> Iterator[Origin]:
 
 
 @contextmanager
-def run_tracker(data_dir: Path, log_path: Path) -> Iterator[str]:
-    port = free_port()
+def run_tracker(data_dir: Path, log_path: Path, port: int | None = None) -> Iterator[str]:
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     args = [str(VENV_BIN / "p2p-tracker"), "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)]
     env = {"P2P_TRACKER_DISPATCH_INTERVAL": "0.5", "P2P_TRACKER_MIN_ANNOUNCE_INTERVAL": "1"}
@@ -331,3 +331,31 @@ def test_quota_evicts_and_stops_seeding(origin, tmp_path):
     assert blobs(tmp_path / "seeder") == [second_sha256, f"{second_sha256}.torrent"]
     assert "p2p_seeder_tasks_seeded 1.0" in metrics
     assert "p2p_seeder_cache_bytes 600000.0" in metrics
+
+
+def test_tracker_restarted_empty_on_same_address(origin, tmp_path):
+    data = put_file(origin, "file.bin", 1 * MIB)
+    port = free_port()
+    first_tracker = ExitStack()
+    tracker = first_tracker.enter_context(run_tracker(tmp_path / "tracker", tmp_path / "tracker.log", port))
+
+    with run_seeder(tracker, tmp_path / "seeder", tmp_path / "seeder.log"):
+        first = request_task(tracker, origin.url("/file.bin"))
+        sent = origin.bytes_sent("/file.bin")
+        first_tracker.close()
+
+        # The same tracker address with an empty database: the seeder's
+        # announces of its cached task fail until the task is registered again.
+        with run_tracker(tmp_path / "tracker-2", tmp_path / "tracker-2.log", port):
+            assert wait_until(lambda: seeder_ids(tracker), timeout=10)
+            second = request_task(tracker, origin.url("/file.bin"))
+            started = time.monotonic()
+            downloaded = download(tracker, second, tmp_path / "peer")
+            seconds = time.monotonic() - started
+
+    assert second["info_hash"] == first["info_hash"]
+    assert downloaded == data
+    assert origin.bytes_sent("/file.bin") == sent
+    # Without a new announce at the registration, libtorrent's retry after
+    # the failed announces would keep the downloader without a peer longer.
+    assert seconds < 10
