@@ -32,6 +32,9 @@ from benchmarks.services import (
 from benchmarks.testbed import Host, Testbed
 
 BLOB_NAME = "blob.bin"
+
+# The name each method has in the results, by its command-line name.
+LABELS = {"p2p-fetch": "p2p-fetch", "http": "direct HTTP", "bittorrent": "plain BitTorrent"}
 POLL_INTERVAL = 0.05
 
 # Clients keep seeding until the benchmark stops them, after the last host is
@@ -203,7 +206,7 @@ def _exited_ok(testbed: Testbed, process: subprocess.Popen) -> Callable[[], bool
 
 def run_p2p_fetch(testbed: Testbed, clients: Sequence[Host], blob: Blob, work: Path, timeout: float) -> RunResult:
     """p2p-fetch on every host at once, cold: a new tracker and a seeder with an empty cache."""
-    run = Run(testbed, "p2p-fetch", clients, blob, work)
+    run = Run(testbed, LABELS["p2p-fetch"], clients, blob, work)
     origin, stats = start_origin(testbed, blob.path.parent, work)
     run.track("origin", origin)
     tracker = run.track("tracker", start_tracker(testbed, work))
@@ -229,7 +232,7 @@ def run_p2p_fetch(testbed: Testbed, clients: Sequence[Host], blob: Blob, work: P
 
 def run_http(testbed: Testbed, clients: Sequence[Host], blob: Blob, work: Path, timeout: float) -> RunResult:
     """curl on every host at once, each fetching the whole blob from the origin."""
-    run = Run(testbed, "direct HTTP", clients, blob, work)
+    run = Run(testbed, LABELS["http"], clients, blob, work)
     origin, stats = start_origin(testbed, blob.path.parent, work)
     run.track("origin", origin)
     url = f"{origin.url}/{BLOB_NAME}"
@@ -250,7 +253,7 @@ def run_http(testbed: Testbed, clients: Sequence[Host], blob: Blob, work: Path, 
 
 def run_bittorrent(testbed: Testbed, clients: Sequence[Host], blob: Blob, work: Path, timeout: float) -> RunResult:
     """opentracker, the origin host seeding with aria2c, and aria2c on every host at once."""
-    run = Run(testbed, "plain BitTorrent", clients, blob, work)
+    run = Run(testbed, LABELS["bittorrent"], clients, blob, work)
 
     # Debian's opentracker serves only the info hashes of its whitelist.
     whitelist = work / "whitelist"
