@@ -52,12 +52,12 @@ def test_ordered_sha256_holds_chunks_ahead_of_the_frontier():
     sha256 = OrderedSha256(buffer_limit=100)
 
     sha256.feed(10, b"b" * 10)
-    held = sha256.held_bytes
-    frontier = sha256.frontier
+    held_before = sha256.held_bytes
+    frontier_before = sha256.frontier
     sha256.feed(0, b"a" * 10)
 
-    assert held == 10
-    assert frontier == 0
+    assert held_before == 10
+    assert frontier_before == 0
     assert sha256.frontier == 20
     assert sha256.held_bytes == 0
 

@@ -218,7 +218,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """Parse a single `bytes=` range into [start, end); None when it cannot be satisfied.
 
     A header with several ranges or another unit raises ValueError, and the
-    caller then sends the whole file, as RFC 9110 allows.
+    caller then sends the whole file: an HTTP server may ignore Range.
     """
     unit, _, spec = header.partition("=")
     if unit.strip() != "bytes" or "," in spec:
