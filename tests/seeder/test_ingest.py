@@ -465,3 +465,21 @@ def test_error_messages_hide_the_query_string(origin, cache):
 
     assert str(raised.value) == f"origin returned 404 for {origin.url('/missing.bin')}?..."
     assert "Signature" not in str(raised.value)
+
+
+def test_read_timeout_resumes_with_range(origin, cache):
+    size = 256 * KIB
+    data = put_file(origin, "stalling.bin", size)
+    # One 64 KiB chunk, then a pause of 4 s: longer than the read timeout.
+    origin.throttle("/stalling.bin", 16 * KIB)
+    options = FetchOptions(read_timeout=0.5, attempts=3, retry_max_delay=0.5)
+
+    cached = run_ingest(cache, request_for(origin, "stalling.bin"), options)
+
+    assert_cached_correctly(cache, data, cached)
+    starts = [
+        int(record.range.removeprefix("bytes=").split("-")[0])
+        for record in origin.requests("/stalling.bin")
+        if record.range != "bytes=0-0"
+    ]
+    assert starts == [0, 64 * KIB, 128 * KIB, 192 * KIB]
