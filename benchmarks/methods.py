@@ -9,6 +9,7 @@ sha256. None of them asserts anything about time: they measure.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,14 @@ from pathlib import Path
 import bencodepy
 import httpx
 
+from benchmarks.registry import (
+    Image,
+    blob_bytes_sent,
+    build_image,
+    push_image,
+    registries_conf,
+    start_registry,
+)
 from benchmarks.services import (
     VENV_BIN,
     Service,
@@ -28,13 +37,21 @@ from benchmarks.services import (
     start_origin,
     start_seeder,
     start_tracker,
+    wait_ready,
 )
 from benchmarks.testbed import Host, Testbed
 
 BLOB_NAME = "blob.bin"
 
 # The name each method has in the results, by its command-line name.
-LABELS = {"p2p-fetch": "p2p-fetch", "http": "direct HTTP", "bittorrent": "plain BitTorrent"}
+LABELS = {
+    "p2p-fetch": "p2p-fetch",
+    "mirror": "p2p-mirror + skopeo",
+    "http": "direct HTTP",
+    "bittorrent": "plain BitTorrent",
+}
+
+MIRROR_PORT = 65001
 POLL_INTERVAL = 0.05
 
 # Clients keep seeding until the benchmark stops them, after the last host is
@@ -76,7 +93,7 @@ class RunResult:
     errors: list[str] = field(default_factory=list)
     origin_bytes: int | None = None  # body bytes the origin's server counted
     origin_link_bytes: int = 0  # bytes out of the origin host's link, headers included
-    seeder_link_bytes: int | None = None  # bytes out of the seeder host's link, headers included
+    seeder_link_bytes: int | None = None  # bytes out of the seeder host's link, headers included; None without a seeder
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # user + system, by role
     load_average: float = 0.0  # one-minute load average of the machine when the run started
     note: str = ""
@@ -118,6 +135,9 @@ class Run:
         (work / "logs").mkdir(parents=True)
         self.result = RunResult(method, len(clients), blob.size, testbed.rate, [None] * len(clients))
         self._processes: list[tuple[str, subprocess.Popen]] = []
+        # Where each host's copy ends up and the sha256 (hex) it must have.
+        self.copy_path: Callable[[Host], Path] = self.output
+        self.expected_sha256 = blob.sha256
 
     def host_dir(self, host: Host) -> Path:
         directory = self.work / host.role
@@ -172,7 +192,8 @@ class Run:
 
         result = self.result
         result.origin_link_bytes = origin_after - self._origin_before
-        result.seeder_link_bytes = seeder_after - self._seeder_before
+        if any(role == "seeder" for role, _ in self._processes):
+            result.seeder_link_bytes = seeder_after - self._seeder_before
         if origin_stats is not None:
             result.origin_bytes = origin_bytes_sent(origin_stats)
         for role, process in self._processes:
@@ -183,9 +204,9 @@ class Run:
         for index, host in enumerate(self.clients):
             if result.times[index] is None:
                 continue
-            actual = _sha256_of(self.output(host))
-            if actual != self.blob.sha256:
-                result.errors.append(f"{host.role}: copy has sha256 {actual}, expected {self.blob.sha256}")
+            actual = _sha256_of(self.copy_path(host))
+            if actual != self.expected_sha256:
+                result.errors.append(f"{host.role}: copy has sha256 {actual}, expected {self.expected_sha256}")
                 result.times[index] = None
         return result
 
@@ -228,6 +249,64 @@ def run_p2p_fetch(testbed: Testbed, clients: Sequence[Host], blob: Blob, work: P
         watched.append((process, output.exists))
     run.watch(watched, timeout)
     return run.finish(stats)
+
+
+def run_mirror(testbed: Testbed, clients: Sequence[Host], blob: Blob, work: Path, timeout: float) -> RunResult:
+    """skopeo on every host at once, pulling an image whose layer is the blob through the host's p2p-mirror.
+
+    Cold as p2p-fetch is: a new tracker, a seeder and mirrors with empty
+    caches. The upstream is a registry on the origin host. A pull that falls
+    back from the mirror to the registry stays inside the testbed and shows
+    as more than one copy sent by the origin.
+    """
+    run = Run(testbed, LABELS["mirror"], clients, blob, work)
+    image = build_image(blob.path, work.parent / "image") if not (work.parent / "image" / "index.json").exists() \
+        else _load_image(work.parent / "image")
+    registry = run.track("origin", start_registry(testbed, work.parent / "registry", work))
+    reference = push_image(testbed, image, registry, work)
+    registry_log = work / "logs" / "registry.log"
+    sent_before = blob_bytes_sent(registry_log, image.layer_digest)
+
+    tracker = run.track("tracker", start_tracker(testbed, work))
+    run.track("seeder", start_seeder(testbed, work, tracker))
+    registry_host = registry.url.removeprefix("http://")
+    mirror_host = f"127.0.0.1:{MIRROR_PORT}"
+    for host in clients:
+        mirror = run.spawn(
+            "mirrors", host,
+            [str(VENV_BIN / "p2p-mirror"), "--listen", mirror_host, "--tracker", tracker.url,
+             "--data-dir", str(run.host_dir(host) / "mirror"), "--upstream", f"{registry_host}={registry.url}",
+             "--bittorrent-listen", f"{host.address}:0"],
+            stdout=work / "logs" / f"{host.role}-mirror.log",
+        )
+        wait_ready(testbed, Service("mirror", host, mirror, f"http://{mirror_host}"),
+                   lambda response: response.status_code == 200, "/v2/")
+
+    layer_hex = image.layer_digest.partition(":")[2]
+    run.copy_path = lambda host: run.host_dir(host) / "image" / layer_hex
+    run.expected_sha256 = layer_hex
+    run.start_clock()
+    watched = []
+    for host in clients:
+        conf = registries_conf(run.host_dir(host) / "registries.conf", registry_host, mirror_host)
+        process = run.spawn(
+            "clients", host,
+            ["skopeo", "--registries-conf", str(conf), "--insecure-policy", "copy", "--quiet",
+             f"docker://{reference}", f"dir:{run.host_dir(host) / 'image'}"],
+            stdout=work / "logs" / f"{host.role}.log",
+        )
+        watched.append((process, _exited_ok(testbed, process)))
+    run.watch(watched, timeout)
+    result = run.finish(None)
+    result.origin_bytes = blob_bytes_sent(registry_log, image.layer_digest) - sent_before
+    return result
+
+
+def _load_image(layout: Path) -> Image:
+    index = json.loads((layout / "index.json").read_text())
+    manifest_hex = index["manifests"][0]["digest"].partition(":")[2]
+    layer = json.loads((layout / "blobs" / "sha256" / manifest_hex).read_text())["layers"][0]
+    return Image(layout, layer["digest"], layer["size"])
 
 
 def run_http(testbed: Testbed, clients: Sequence[Host], blob: Blob, work: Path, timeout: float) -> RunResult:
@@ -333,6 +412,7 @@ def _aria2_uploaded(testbed: Testbed, host: Host) -> int | None:
 
 METHODS = {
     "p2p-fetch": run_p2p_fetch,
+    "mirror": run_mirror,
     "http": run_http,
     "bittorrent": run_bittorrent,
 }

@@ -54,7 +54,7 @@ def summarize(result: RunResult) -> Summary:
         max_over_ideal=max(times) / ideal if done else None,
         origin_copies=result.origin_bytes / size if result.origin_bytes is not None else None,
         origin_link_copies=result.origin_link_bytes / size,
-        seeder_link_copies=result.seeder_link_bytes / size if result.method == "p2p-fetch" else None,
+        seeder_link_copies=result.seeder_link_bytes / size if result.seeder_link_bytes is not None else None,
         rate_fraction=sum(size / time for time in times) / len(times) / result.rate if times else None,
         cpu_seconds=sum(result.cpu_seconds.values()),
     )
@@ -64,8 +64,8 @@ def _figure(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def markdown_table(results: Sequence[RunResult], not_measured: dict[str, str]) -> str:
-    """Return a markdown table with one row per run, and a line per method that was not measured."""
+def markdown_table(results: Sequence[RunResult]) -> str:
+    """Return a markdown table with one row per run."""
     lines = [
         "| method | hosts | done | p50 s | p95 s | max s | max ÷ (S/B) | origin copies | seeder copies "
         "| mean rate ÷ B | CPU s |",
@@ -80,8 +80,6 @@ def markdown_table(results: Sequence[RunResult], not_measured: dict[str, str]) -
             f"| {_figure(summary.seeder_link_copies, 2)} | {_figure(summary.rate_fraction, 2)} "
             f"| {summary.cpu_seconds:.0f} |"
         )
-    for method, reason in not_measured.items():
-        lines.append(f"| {method} | – | not measured: {reason} | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -37,12 +38,6 @@ EXIT_UNAVAILABLE = 3
 EXIT_LEFTOVERS = 4
 
 ALL_METHODS = ("p2p-fetch", "mirror", "http", "bittorrent")
-
-# NOTE: the p2p-mirror and skopeo run is not written yet, so it is reported as
-# not measured with this reason.
-NOT_MEASURED = {
-    "mirror": "the run of p2p-mirror with skopeo on the testbed is not written yet",
-}
 
 
 def _parse_hosts(text: str) -> list[int]:
@@ -83,22 +78,35 @@ def _remove_copies(run_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def write_outputs(output_dir: Path, settings: dict, results: list[RunResult], not_measured: dict[str, str]) -> None:
+def write_outputs(output_dir: Path, settings: dict, results: list[RunResult]) -> None:
     """Write results.json, table.md and, once there are results, the two plots."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    record = {**settings, "not_measured": not_measured, "results": [dataclasses.asdict(r) for r in results]}
+    record = {**settings, "results": [dataclasses.asdict(result) for result in results]}
     (output_dir / "results.json").write_text(json.dumps(record, indent=1) + "\n")
-    (output_dir / "table.md").write_text(markdown_table(results, not_measured))
+    (output_dir / "table.md").write_text(markdown_table(results))
     if results:
         plot_completion_vs_hosts(results, output_dir / "completion-vs-hosts.png")
         plot_completion_cdf(results, output_dir / "completion-cdf.png")
 
 
-def load_results(path: Path) -> tuple[dict, list[RunResult], dict[str, str]]:
-    record = json.loads(path.read_text())
-    results = [RunResult(**item) for item in record.pop("results")]
-    not_measured = record.pop("not_measured")
-    return record, results, not_measured
+def load_results(paths: Sequence[Path]) -> tuple[dict, list[RunResult]]:
+    """Read results.json files; return the settings of the first and every run of all, ordered by hosts."""
+    settings: dict = {}
+    results: list[RunResult] = []
+    for path in paths:
+        record = json.loads(path.read_text())
+        results += [RunResult(**item) for item in record.pop("results")]
+        record.pop("not_measured", None)  # written by earlier versions
+        if not settings:
+            settings = record
+        else:
+            settings.setdefault("merged", []).append(record)
+    results.sort(key=lambda result: (result.hosts, ALL_METHODS.index(_method_name(result.method))))
+    return settings, results
+
+
+def _method_name(label: str) -> str:
+    return next(name for name, known in LABELS.items() if known == label)
 
 
 @click.command()
@@ -121,14 +129,15 @@ def load_results(path: Path) -> tuple[dict, list[RunResult], dict[str, str]]:
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Start of the testbed's namespace names.")
 @click.option("--keep-copies", is_flag=True,
               help="Keep every host's copy after its run; by default only the logs stay.")
-@click.option("--report-only", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Redraw the table and plots from this results.json into --output-dir, and run nothing.")
+@click.option("--report-only", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Redraw the table and plots from this results.json into --output-dir, and run nothing; "
+                   "repeat to merge the runs of several files.")
 def main(hosts_text, size_text, rate_text, methods_text, work_dir, output_dir, run_timeout, prefix,
          keep_copies, report_only) -> None:
     """Measure how fast every host gets one blob with p2p-fetch, direct HTTP and plain BitTorrent."""
     if report_only:
-        settings, results, not_measured = load_results(report_only)
-        write_outputs(output_dir, settings, results, not_measured)
+        settings, results = load_results(report_only)
+        write_outputs(output_dir, settings, results)
         click.echo((output_dir / "table.md").read_text())
         return
 
@@ -142,14 +151,12 @@ def main(hosts_text, size_text, rate_text, methods_text, work_dir, output_dir, r
     if size <= 0 or rate <= 0:
         raise click.UsageError(f"--size and --rate must be positive, got {size_text!r} and {rate_text!r}")
 
-    not_measured = {method: NOT_MEASURED[method] for method in methods if method in NOT_MEASURED}
-    runnable = [method for method in methods if method in METHODS]
     settings = {
         "command": " ".join(["python -m benchmarks.swarm", *sys.argv[1:]]),
         "size": size,
         "rate": rate,
         "hosts": host_counts,
-        "methods": runnable,
+        "methods": methods,
         "machine": _machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -165,7 +172,7 @@ def main(hosts_text, size_text, rate_text, methods_text, work_dir, output_dir, r
 
             for count in host_counts:
                 timeout = run_timeout or 60 + 3 * count * size / rate
-                for method in runnable:
+                for method in methods:
                     run_dir = work_dir / f"{method}-{count}"
                     started = time.monotonic()
                     try:
@@ -174,7 +181,7 @@ def main(hosts_text, size_text, rate_text, methods_text, work_dir, output_dir, r
                         result = RunResult(LABELS[method], count, size, rate, [None] * count,
                                            errors=[f"run failed: {error}"])
                     results.append(result)
-                    write_outputs(output_dir, settings, results, not_measured)
+                    write_outputs(output_dir, settings, results)
                     click.echo(
                         f"{result.method} with {count} hosts: times {result.times}, "
                         f"errors {result.errors}, {time.monotonic() - started:.0f} s",
@@ -190,7 +197,7 @@ def main(hosts_text, size_text, rate_text, methods_text, work_dir, output_dir, r
         sys.exit(EXIT_LEFTOVERS)
 
     settings["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_outputs(output_dir, settings, results, not_measured)
+    write_outputs(output_dir, settings, results)
     click.echo((output_dir / "table.md").read_text())
 
 
