@@ -260,8 +260,9 @@ class SeederService:
         With `announce_now`, a task already seeded but without peers is added
         again, so that it announces at once instead of at its next interval.
 
-        NOTE: libtorrent's seed mode still hashes each piece again the first
-        time a peer requests it; only `add_torrent_params.verified_pieces`
+        NOTE: libtorrent 2.1.1 in seed mode still hashes each piece again the
+        first time a peer requests it (a corrupted piece makes it leave seed
+        mode and recheck the file). Only `add_torrent_params.verified_pieces`
         skips that, and `swarm.Session.add_task` does not set it.
         """
         if cached.size == 0:
