@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -38,6 +39,10 @@ CHUNK_BYTES = 1 << 20
 # How often a waiting reader wakes to re-check, in seconds; a missed wake-up
 # costs at most this much delay.
 _READER_WAKE_SECONDS = 1.0
+
+# Seconds a blob that failed its digest stays on disk, so that readers still
+# reach its last byte but one before their responses are aborted.
+_DISCARD_DELAY_SECONDS = 60.0
 
 
 class DownloadFailed(Exception):
@@ -86,6 +91,7 @@ class Download:
         self._source = Source.SWARM
         self._generation = 0
         self._available = 0
+        self._mismatch = False
 
     @property
     def key(self) -> str:
@@ -118,9 +124,16 @@ class Download:
             self._state = _State.DONE
             self._changed.notify_all()
 
-    def _fail(self, error: str) -> None:
+    def _fail(self, error: str, mismatch: bool = False, moved: tuple[Path, Path] | None = None) -> None:
+        """Mark the download failed; `moved` is (old, new) when its directory was renamed."""
         with self._changed:
             self.error = error
+            self._mismatch = mismatch
+            if moved is not None and self._path is not None:
+                old, new = moved
+                self._path = new / self._path.relative_to(old)
+            # Readers still streaming from the task finish from the file.
+            self._task = None
             self._state = _State.FAILED
             self._size_known = True
             self._changed.notify_all()
@@ -165,7 +178,7 @@ class Download:
         try:
             while True:
                 with self._changed:
-                    limit = self._wait_readable(position, end)
+                    limit = self._wait_readable(position, end, opened_generation)
                     if limit is None:
                         return
                     path, generation, source = self._path, self._generation, self._source
@@ -192,6 +205,8 @@ class Download:
                     try:
                         descriptor = os.open(path, os.O_RDONLY)
                     except FileNotFoundError:
+                        if self._state == _State.FAILED:
+                            raise DownloadFailed(self.error) from None
                         # The source changed since the snapshot; wait for the new file.
                         self._wait_for_change(generation)
                         continue
@@ -206,10 +221,17 @@ class Download:
             if descriptor is not None:
                 os.close(descriptor)
 
-    def _wait_readable(self, position: int, end: int | None) -> int | None:
+    def _wait_readable(self, position: int, end: int | None, opened_generation: int) -> int | None:
         """Wait (holding the lock) until bytes at `position` may be sent; return the limit, or None at the end."""
         while True:
             if self._state == _State.FAILED:
+                # After a digest mismatch every reader still gets every byte
+                # but the last, so a response cut one byte short means a wrong
+                # digest; any other failure aborts the response at once.
+                if self._mismatch:
+                    stop = self._available if end is None else min(end, self._available)
+                    if position < stop - 1:
+                        return stop - 1
                 raise DownloadFailed(self.error)
             if self._state == _State.DONE:
                 stop = self.size if end is None else min(end, self.size)
@@ -302,6 +324,9 @@ class Downloader:
                 )
                 self._metrics.back_to_source.labels(reason.reason).inc()
             self._from_upstream(download, directory)
+        except DigestMismatch as error:
+            log.error("blob download failed", extra={"digest": key, "error": str(error)})
+            download._fail(str(error), mismatch=True, moved=_discard_later(directory))
         except DownloadFailed as error:
             log.error("blob download failed", extra={"digest": key, "error": str(error)})
             download._fail(str(error))
@@ -363,11 +388,12 @@ class Downloader:
             raise NoSwarm(BackToSourceReason.SWARM_ERROR, str(error)) from None
 
         if request.digest is not None and hasher.hexdigest() != request.digest.hex:
-            self._session.remove_task(handle.info_hash, delete_files=True)
+            # The file goes with the whole directory once readers are done with it.
+            self._session.remove_task(handle.info_hash)
             self._untrusted_in_swarm.add(request.key)
             self._metrics.digest_mismatches.labels(Source.SWARM).inc()
             raise DigestMismatch(
-                f"the swarm delivered sha256:{hasher.hexdigest()} for {request.key} "
+                f"digest mismatch: the swarm delivered sha256:{hasher.hexdigest()} for {request.key} "
                 f"(torrent {handle.info_hash}); the blob was discarded"
             )
 
@@ -419,7 +445,8 @@ class Downloader:
         if request.digest is not None and hasher.hexdigest() != request.digest.hex:
             self._metrics.digest_mismatches.labels(Source.UPSTREAM).inc()
             raise DigestMismatch(
-                f"the upstream sent sha256:{hasher.hexdigest()} for {request.key}; the blob was discarded"
+                f"digest mismatch: the upstream sent sha256:{hasher.hexdigest()} for {request.key}; "
+                "the blob was discarded"
             )
 
         # NOTE: a blob from the upstream is cached but not seeded: the mirror
@@ -432,6 +459,20 @@ class Downloader:
     def _update_cache_metrics(self) -> None:
         self._metrics.cache_bytes.set(self._cache.total_bytes())
         self._metrics.cache_blobs.set(len(self._cache))
+
+
+def _discard_later(directory: Path) -> tuple[Path, Path]:
+    """Move a failed download's directory aside and delete it after _DISCARD_DELAY_SECONDS.
+
+    Returns (old, new) paths. The move frees the key for a new download at
+    once; the cache deletes leftovers at its next start.
+    """
+    discarded = directory.with_name(f"{directory.name}.discarded-{uuid.uuid4().hex[:8]}")
+    os.rename(directory, discarded)
+    timer = threading.Timer(_DISCARD_DELAY_SECONDS, shutil.rmtree, args=(discarded,), kwargs={"ignore_errors": True})
+    timer.daemon = True
+    timer.start()
+    return directory, discarded
 
 
 def read_file(path: Path, start: int, end: int) -> Iterator[bytes]:

@@ -193,13 +193,19 @@ def test_wrong_blob_from_swarm_aborts_response(registry: Registry, lone_tracker,
     try:
         seeder.add_task(metainfo, tmp_path / "seed", seed_mode=True)
 
+        received = 0
         with pytest.raises(httpx.RemoteProtocolError):
-            httpx.get(url, timeout=60)
+            with httpx.stream("GET", url, timeout=60) as response:
+                assert response.status_code == 200
+                for chunk in response.iter_raw():
+                    received += len(chunk)
 
+        # Cut one byte short: the mark of a blob that failed its digest.
+        assert received == len(good) - 1
         metrics = mirror.metrics()
         assert metrics['p2p_mirror_digest_mismatches_total{source="swarm"}'] == 1
         assert metrics['p2p_mirror_blobs_served_total{source="swarm"}'] == 0
-        assert not any(mirror.data_dir.joinpath("blobs").iterdir())
+        assert not (mirror.data_dir / "blobs" / digest.replace(":", "-")).exists()
 
         # The next request for that digest skips the swarm that lied.
         retry = httpx.get(url, timeout=60)
