@@ -166,6 +166,10 @@ class TaskHandle:
                     raise TimeoutError(f"task {self.info_hash} not complete after {timeout:.0f} s")
                 self._changed.wait(min(remaining, 1.0))
 
+    def reannounce(self) -> None:
+        """Announce to the tracker now instead of at the next interval, e.g. after the tracker restarted."""
+        self._handle.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
+
     def set_limits(self, upload: int, download: int) -> None:
         """Set this task's upload and download limits in bytes/s; 0 means no limit."""
         self._handle.set_upload_limit(upload or -1)
