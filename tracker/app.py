@@ -28,6 +28,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _BENCODE_HEADERS = [(b"content-type", b"text/plain")]
 
+# The embedded task store's file under the data dir.
+DATABASE_NAME = "tasks.sqlite3"
+
 
 class TrackerApp:
     """Route /announce and /scrape to their endpoints and everything else to FastAPI.
@@ -67,7 +70,7 @@ def _client_host(scope: Scope) -> str | None:
 
 def create_app(settings: TrackerSettings, store: TaskStore | None = None) -> TrackerApp:
     """Build the tracker: store, swarms, seeders, task service, endpoints and API."""
-    store = store or SqliteTaskStore(settings.data_dir / "tasks.sqlite3")
+    store = store or SqliteTaskStore(settings.data_dir / DATABASE_NAME)
     swarms = SwarmRegistry()
     metrics = TrackerMetrics(swarms)
     seeders = SeederRegistry(settings.seeder_timeout)

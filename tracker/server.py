@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 
 import uvicorn
 
 from core.settings import log_settings
-from tracker.app import create_app
+from tracker.app import DATABASE_NAME, create_app
 from tracker.settings import TrackerSettings, listen_warning
+from tracker.sqlite_store import SqliteTaskStore
+from tracker.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,21 @@ def serve(settings: TrackerSettings) -> None:
     except OSError as error:
         raise StartupError(f"cannot create data_dir {str(settings.data_dir)!r}: {error}") from None
 
-    sock = _bind(settings)
+    # Opening the store here turns a bad database into a one-line error
+    # instead of a traceback from the ASGI lifespan.
+    store = SqliteTaskStore(settings.data_dir / DATABASE_NAME)
+    try:
+        asyncio.run(store.open())
+    except StoreError as error:
+        raise StartupError(f"{error}; move the file away or choose another data_dir") from None
+
+    try:
+        sock = _bind(settings)
+    except StartupError:
+        asyncio.run(store.close())
+        raise
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, store),
         loop="uvloop",
         http="httptools",
         lifespan="on",

@@ -56,6 +56,8 @@ class SqliteTaskStore(TaskStore):
         await asyncio.to_thread(self._open)
 
     def _open(self) -> None:
+        if self._connection is not None:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

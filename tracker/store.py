@@ -68,7 +68,10 @@ class TaskStore(ABC):
 
     @abstractmethod
     async def open(self) -> None:
-        """Connect and create the schema if needed; the other methods need it first."""
+        """Connect and create the schema if needed; the other methods need it first.
+
+        Opening an open store does nothing.
+        """
 
     @abstractmethod
     async def close(self) -> None:

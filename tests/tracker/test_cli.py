@@ -164,3 +164,19 @@ def test_wildcard_listen_announces_host_name(tmp_path: Path) -> None:
 
     assert settings.announce_url == f"http://{socket.gethostname()}:6969/announce"
     assert public.announce_url == "http://tracker.dc1:6969/announce"
+
+
+def test_corrupt_database_named(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "tasks.sqlite3").write_bytes(b"this is not an SQLite database, " * 100)
+
+    result = subprocess.run(
+        [str(VENV_BIN / "p2p-tracker"), "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=30,
+    )
+
+    assert result.returncode == EXIT_STARTUP_FAILED
+    assert "cannot open the task database" in result.stderr
+    assert "file is not a database" in result.stderr
+    assert "Traceback" not in result.stderr
