@@ -233,3 +233,48 @@ def test_swarm_stall_falls_back_to_upstream(registry: Registry, lone_tracker, st
     assert metrics['p2p_mirror_back_to_source_total{reason="swarm_stall"}'] == 1
     assert metrics['p2p_mirror_blobs_served_total{source="upstream"}'] == 1
     assert "reason=swarm_stall" in mirror.log()
+
+
+def test_range_requests_through_swarm(registry: Registry, cluster, start_mirror):
+    mirror = start_mirror({registry.host: registry.url}, cluster.tracker_url)
+    digest = registry.layer_digests("big")[-1]
+    url = _blob_url(mirror.url, "big", digest)
+    whole = httpx.get(_blob_url(registry.url, "big", digest), timeout=60).content
+    size = len(whole)
+    resume_at = size - 3_000_000
+
+    # Both ranges are cold: the first request starts the swarm download.
+    with ThreadPoolExecutor(2) as pool:
+        middle, tail = pool.map(
+            lambda header: httpx.get(url, headers={"Range": header}, timeout=120),
+            ["bytes=100-199", f"bytes={resume_at}-"],
+        )
+
+    assert middle.status_code == tail.status_code == 206
+    assert middle.content == whole[100:200]
+    assert middle.headers["Content-Range"] == f"bytes 100-199/{size}"
+    assert tail.content == whole[resume_at:]
+    assert tail.headers["Content-Range"] == f"bytes {resume_at}-{size - 1}/{size}"
+    metrics = mirror.metrics()
+    assert metrics["p2p_mirror_downloads_started_total"] == 1
+    assert metrics['p2p_mirror_blobs_served_total{source="swarm"}'] == 2
+    assert _back_to_source(metrics) == 0
+
+
+def test_swarm_blob_refused_without_credentials(auth_registry: Registry, cluster, start_mirror):
+    # One mirror pulls with credentials, so the blob is in the swarm; the
+    # seeder could fetch it only with the client's credentials.
+    digest = auth_registry.layer_digests("oci")[0]
+    first = start_mirror({auth_registry.host: auth_registry.url}, cluster.tracker_url)
+    allowed = httpx.get(_blob_url(first.url, "oci", digest), auth=auth_registry.auth(), timeout=60)
+    assert allowed.status_code == 200
+    assert "sha256:" + hashlib.sha256(allowed.content).hexdigest() == digest
+    assert first.metrics()['p2p_mirror_blobs_served_total{source="swarm"}'] == 1
+
+    second = start_mirror({auth_registry.host: auth_registry.url}, cluster.tracker_url)
+    refused = httpx.get(_blob_url(second.url, "oci", digest), timeout=60)
+
+    assert refused.status_code == 401
+    assert refused.json()["errors"][0]["code"] == "UNAUTHORIZED"
+    assert allowed.content[:64] not in refused.content
+    assert second.metrics()["p2p_mirror_downloads_started_total"] == 0
