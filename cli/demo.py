@@ -1,9 +1,10 @@
-"""`make demo`: a tracker with its seeder and three peers on this machine fetch one real file.
+"""`make demo`: a tracker with its seeder and three peers fetch one real file, then two hosts pull an image.
 
 It serves a file of this machine of at least 50 MB from a local HTTP origin,
 starts `p2p-tracker` with a seeder in its process, runs three `p2p-fetch` at
 once, prints what the origin sent and what the peers exchanged, checks every
-copy against the original, and stops everything it started.
+copy against the original, and stops everything it started. The image half
+is in cli/demo_image.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from cli.demo_image import DemoSkipped, run_image_demo
 from cli.demo_origin import CountingOrigin
 from core.units import format_size
 
@@ -170,6 +172,12 @@ def main() -> None:
         for process in reversed(started):
             stop(process)
         origin.stop()
+
+    print()
+    try:
+        run_image_demo(WORK / "image")
+    except DemoSkipped as reason:
+        print(f"image demo skipped: {reason}")
 
 
 if __name__ == "__main__":
