@@ -37,7 +37,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class DemoSkipped(Exception):
-    """The image demo cannot run on this machine; the message says why."""
+    """The image demo cannot run on this machine; the message gives the reason."""
 
 
 def missing_prerequisite() -> str | None:
@@ -114,7 +114,7 @@ def free_port() -> int:
 
 @contextmanager
 def started(args: list[str], log: Path, ready_url: str, env: dict[str, str] | None = None) -> Iterator[None]:
-    """Run a server for the block, wait until `ready_url` answers, stop it by its PID."""
+    """Run a server for the block, wait until `ready_url` responds, stop it by its PID."""
     with open(log, "wb") as log_file:
         process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         try:
@@ -128,7 +128,7 @@ def started(args: list[str], log: Path, ready_url: str, env: dict[str, str] | No
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{ready_url} did not answer within 30 s; see {log}")
+                    raise RuntimeError(f"{ready_url} did not respond within 30 s; see {log}")
                 time.sleep(0.2)
             yield
         finally:

@@ -27,18 +27,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MIRROR_URL = "http://127.0.0.1:65001"
 
-# A mirror on this host answers its health check in milliseconds; a longer
+# A mirror on this host responds to its health check in milliseconds; a longer
 # wait means there is none, and p2p-fetch runs its own session instead.
 _PROBE_TIMEOUT_SECONDS = 0.5
 
 
 
 class MirrorUnavailable(FetchError):
-    """The mirror named with --mirror does not answer."""
+    """The mirror named with --mirror does not respond."""
 
 
 def mirror_is_running(mirror_url: str) -> bool:
-    """Return whether a p2p-mirror answers its health check at `mirror_url`."""
+    """Return whether a p2p-mirror responds to its health check at `mirror_url`."""
     try:
         return httpx.get(f"{mirror_url.rstrip('/')}/healthz", timeout=_PROBE_TIMEOUT_SECONDS).status_code == 200
     except httpx.HTTPError:
