@@ -214,8 +214,8 @@ class TaskService:
     async def dispatch_pending(self) -> None:
         """Send pending tasks to their seeders, and take back tasks from seeders that died.
 
-        NOTE: a task stays ingesting for as long as its seeder sends heartbeats;
-        there is no deadline for a live seeder that never reports an outcome.
+        NOTE: a task stays ingesting for as long as its seeder sends heartbeats.
+        No deadline applies to a live seeder that never reports an outcome.
         """
         for seeder_id in self.seeders.expire():
             log.warning("seeder dropped: no heartbeat", extra={"seeder_id": seeder_id})
