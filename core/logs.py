@@ -16,6 +16,8 @@ _RECORD_ATTRIBUTES = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict_
     "message",
     "asctime",
     "taskName",
+    # uvicorn repeats its message with terminal colour codes under this key.
+    "color_message",
 }
 
 
