@@ -23,3 +23,15 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info
+
+# The container image, built with buildah and no network inside the build:
+# deploy/image/build.sh makes a Debian base with debootstrap and the wheels on
+# this host first, caching both under build/image. IMAGE names the result;
+# BASE=IMAGE builds on a base image of the site's registry instead.
+IMAGE ?=
+BASE ?=
+
+.PHONY: image
+
+image: $(STAMP)
+	IMAGE='$(IMAGE)' BASE='$(BASE)' PYTHON='$(VENV)/bin/python' deploy/image/build.sh

