@@ -53,6 +53,7 @@ LABELS = {
 
 MIRROR_PORT = 65001
 POLL_INTERVAL = 0.05
+TIMELINE_INTERVAL = 1.0
 
 # Clients keep seeding until the benchmark stops them, after the last host is
 # done; this only bounds a client the benchmark failed to stop.
@@ -96,6 +97,9 @@ class RunResult:
     seeder_link_bytes: int | None = None  # bytes out of the seeder host's link, headers included; None without a seeder
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # user + system, by role
     load_average: float = 0.0  # one-minute load average of the machine when the run started
+    # Once a second: seconds from the start, then each host's bytes received
+    # so far by role, from the bridge's counters, headers included.
+    timeline: list[list] = field(default_factory=list)
     note: str = ""
 
 
@@ -167,7 +171,11 @@ class Run:
         """Record when each client's `done` check first holds; a client that exits before is a failure."""
         pending = set(range(len(clients)))
         deadline = self._started + timeout
+        next_sample = self._started
         while pending and time.monotonic() < deadline:
+            if time.monotonic() >= next_sample:
+                self._sample_links()
+                next_sample += TIMELINE_INTERVAL
             for index in sorted(pending):
                 process, done = clients[index]
                 if done():
@@ -182,6 +190,14 @@ class Run:
             time.sleep(POLL_INTERVAL)
         for index in sorted(pending):
             self.result.errors.append(f"{self.clients[index].role}: not complete within {timeout:.0f} s")
+
+    def _sample_links(self) -> None:
+        received = {role: counters[1] for role, counters in self.testbed.all_link_bytes().items()}
+        if not self.result.timeline:
+            self._received_before = received
+        elapsed = round(time.monotonic() - self._started, 2)
+        self.result.timeline.append([elapsed, {role: received[role] - self._received_before.get(role, 0)
+                                               for role in received}])
 
     def finish(self, origin_stats: Path | None) -> RunResult:
         """Stop every process, then read the counters and check every copy."""

@@ -151,3 +151,40 @@ def plot_completion_cdf(results: Sequence[RunResult], path: Path) -> None:
 
 def _title(result: RunResult) -> str:
     return f"{result.size / MiB:g} MiB blob, {result.rate * 8 / 1e6:g} Mbit/s links"
+
+
+def plot_swarm_throughput(results: Sequence[RunResult], path: Path) -> bool:
+    """Plot, for the largest number of hosts, the client hosts' summed receive rate ÷ (hosts × B) over time.
+
+    Uses the runs' timelines (bridge counters sampled once a second); returns
+    False and draws nothing when no run of that size has one.
+    """
+    largest = max(result.hosts for result in results)
+    runs = [result for result in results if result.hosts == largest and len(result.timeline) > 1]
+    if not runs:
+        return False
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for result in sorted(runs, key=lambda r: r.method):
+        clients = sorted(role for role in result.timeline[0][1] if role.startswith("h"))[: result.hosts]
+        seconds, fractions = [], []
+        for (before, counts_before), (after, counts_after) in zip(result.timeline, result.timeline[1:]):
+            received = sum(counts_after.get(role, 0) - counts_before.get(role, 0) for role in clients)
+            seconds.append(after)
+            fractions.append(received / (after - before) / (result.hosts * result.rate))
+        axes.plot(seconds, fractions, label=result.method)
+
+    axes.set_xlabel("seconds from the common start")
+    axes.set_ylabel("client hosts' receive rate ÷ (hosts × B)")
+    axes.set_ylim(0, 1.1)
+    axes.set_title(f"{largest} hosts, {_title(runs[0])}")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True

@@ -1,10 +1,10 @@
-"""The swarm benchmark: p2p-fetch against direct HTTP and plain BitTorrent on a namespace testbed.
+"""The swarm benchmark: p2p-fetch, p2p-mirror, direct HTTP and plain BitTorrent on a namespace testbed.
 
     python -m benchmarks.swarm --hosts 4,8,16 --size 256MiB --rate 100Mbit/s
 
 For each number of hosts, every method gets the blob to every client host at
 once over links shaped to the rate. The output folder receives the raw
-results (results.json, rewritten after every run), a markdown table and two
+results (results.json, rewritten after every run), a markdown table and the
 plots. Needs root for the network namespaces.
 """
 
@@ -23,7 +23,12 @@ from pathlib import Path
 import click
 
 from benchmarks.methods import LABELS, METHODS, RunResult, make_blob
-from benchmarks.report import markdown_table, plot_completion_cdf, plot_completion_vs_hosts
+from benchmarks.report import (
+    markdown_table,
+    plot_completion_cdf,
+    plot_completion_vs_hosts,
+    plot_swarm_throughput,
+)
 from benchmarks.testbed import (
     DEFAULT_PREFIX,
     LeftoverNamespaces,
@@ -79,7 +84,7 @@ def _remove_copies(run_dir: Path) -> None:
 
 
 def write_outputs(output_dir: Path, settings: dict, results: list[RunResult]) -> None:
-    """Write results.json, table.md and, once there are results, the two plots."""
+    """Write results.json, table.md and, once there are results, the plots."""
     output_dir.mkdir(parents=True, exist_ok=True)
     record = {**settings, "results": [dataclasses.asdict(result) for result in results]}
     (output_dir / "results.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -87,6 +92,7 @@ def write_outputs(output_dir: Path, settings: dict, results: list[RunResult]) ->
     if results:
         plot_completion_vs_hosts(results, output_dir / "completion-vs-hosts.png")
         plot_completion_cdf(results, output_dir / "completion-cdf.png")
+        plot_swarm_throughput(results, output_dir / "receive-rate.png")
 
 
 def load_results(paths: Sequence[Path]) -> tuple[dict, list[RunResult]]:

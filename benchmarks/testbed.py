@@ -245,6 +245,18 @@ class Testbed:
         stats = json.loads(output)[0]["stats64"]
         return stats["tx"]["bytes"], stats["rx"]["bytes"]
 
+    def all_link_bytes(self) -> dict[str, tuple[int, int]]:
+        """Return (bytes sent, bytes received) of every host's link by role, read from the bridge in one call.
+
+        The bridge end of a veth pair sends what the host receives, so the
+        pair is swapped back to the host's point of view.
+        """
+        output = self._ip(self.bridge_namespace, "-s", "-j", "link", "show", "type", "veth")
+        return {
+            link["ifname"]: (link["stats64"]["rx"]["bytes"], link["stats64"]["tx"]["bytes"])
+            for link in json.loads(output)
+        }
+
     def call_in(self, host: Host, function: Callable[[], T]) -> T:
         """Run `function` in a thread that has joined the host's namespace, and return its result.
 
