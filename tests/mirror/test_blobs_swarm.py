@@ -278,3 +278,33 @@ def test_swarm_blob_refused_without_credentials(auth_registry: Registry, cluster
     assert refused.json()["errors"][0]["code"] == "UNAUTHORIZED"
     assert allowed.content[:64] not in refused.content
     assert second.metrics()["p2p_mirror_downloads_started_total"] == 0
+
+
+@pytest.mark.slow
+def test_swarm_stall_mid_response_continues_from_upstream(registry: Registry, lone_tracker, start_mirror, tmp_path):
+    mirror = start_mirror(
+        {registry.host: registry.url}, lone_tracker, env={"P2P_MIRROR_SWARM_STALL_TIMEOUT": "5"}
+    )
+    digest = registry.layer_digests("big")[-1]
+    good = httpx.get(_blob_url(registry.url, "big", digest), timeout=60).content
+    metainfo = _register_torrent(lone_tracker, digest, _blob_url(registry.url, "big", digest), good, tmp_path / "seed")
+    # The only peer has the first half of the blob: after those pieces the
+    # swarm stalls, and the response goes on with the upstream's bytes.
+    half = len(good) // 2
+    (tmp_path / "seed" / digest.partition(":")[2]).write_bytes(good[:half] + bytes(len(good) - half))
+    seeder = Session(SwarmSettings(listen_interfaces="127.0.0.1:0", peer_id_prefix=SEEDER_PEER_ID_PREFIX))
+    try:
+        seeder.add_task(metainfo, tmp_path / "seed")
+
+        response = httpx.get(_blob_url(mirror.url, "big", digest), timeout=120)
+    finally:
+        seeder.close()
+
+    assert response.status_code == 200
+    assert response.content == good
+    metrics = mirror.metrics()
+    from_swarm = metrics['p2p_mirror_blob_bytes_served_total{source="swarm"}']
+    from_upstream = metrics['p2p_mirror_blob_bytes_served_total{source="upstream"}']
+    assert metrics['p2p_mirror_back_to_source_total{reason="swarm_stall"}'] == 1
+    assert 0 < from_swarm <= half
+    assert from_swarm + from_upstream == len(good)
