@@ -51,13 +51,11 @@ RUN groupadd --gid ${P2P_UID} p2p \
 
 COPY --from=wheels /opt/p2p-fetch /opt/p2p-fetch
 
-# Each server keeps its state under its own folder of the one volume; the
-# command-line option --data-dir still wins over these.
+# The data folders are left to --data-dir, because a P2P_*_DATA_DIR variable
+# here would silently beat the data_dir of a --config file. HOME is the
+# volume, so the seeder's and the mirror's default cache folders are in it too.
 ENV PATH=/opt/p2p-fetch/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
-    P2P_TRACKER_DATA_DIR=/var/lib/p2p-fetch/tracker \
-    P2P_SEEDER_DATA_DIR=/var/lib/p2p-fetch/seeder \
-    P2P_MIRROR_DATA_DIR=/var/lib/p2p-fetch/mirror \
     P2P_HEALTHCHECK_URL=http://127.0.0.1:6969/healthz
 
 USER ${P2P_UID}:${P2P_UID}
@@ -76,4 +74,4 @@ EXPOSE 6969/tcp 7000/tcp 65001/tcp 6881/tcp
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request as r; r.build_opener(r.ProxyHandler({})).open(os.environ['P2P_HEALTHCHECK_URL'], timeout=4)"]
 
-CMD ["p2p-tracker", "--listen", "0.0.0.0:6969"]
+CMD ["p2p-tracker", "--listen", "0.0.0.0:6969", "--data-dir", "/var/lib/p2p-fetch/tracker"]

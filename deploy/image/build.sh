@@ -106,14 +106,14 @@ base_python_version() {
 }
 
 # The wheels of every dependency and of the build backend, made on this host
-# with PYTHON; redone only when pyproject.toml or PYTHON's version changes.
+# with PYTHON; redone only when those requirements or PYTHON's version change.
 prepare_wheels() {
     local requirements inputs
     requirements=$("$PYTHON" -c '
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))
 print("\n".join(project["build-system"]["requires"] + project["project"]["dependencies"]))')
-    inputs="$("$PYTHON" -c 'import sys; print(sys.version)') $(sha256sum pyproject.toml)"
+    inputs="$("$PYTHON" -c 'import sys; print(sys.version)') $(sha256sum <<<"$requirements")"
     if [[ -f $WHEELS/.inputs && $(cat "$WHEELS/.inputs") == "$inputs" ]]; then
         return
     fi

@@ -11,7 +11,7 @@ import pytest
 
 from tests.image.conftest import container_command, run_tool
 from tests.support.origin import Origin
-from tests.support.processes import running, wait_http_ok
+from tests.support.processes import running
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -30,8 +30,8 @@ def test_default_command_serves_healthz(image, netns, new_container, tmp_path):
     # The image's own command and settings: the tracker on 0.0.0.0:6969 with
     # its database in the volume. The namespace is the test's own, so the
     # fixed port is free.
-    with running(container_command(netns, container, config["Cmd"]), log_path=tmp_path / "tracker.log"):
-        wait_http_ok(f"{TRACKER_URL}/healthz", timeout=60)
+    tracker = container_command(netns, container, config["Cmd"])
+    with running(tracker, ready_url=f"{TRACKER_URL}/healthz", ready_timeout=60, log_path=tmp_path / "tracker.log"):
         reply = httpx.get(f"{TRACKER_URL}/healthz", timeout=5)
 
         health = config["Healthcheck"]["Test"]
@@ -94,10 +94,14 @@ def test_fetch_through_image(image, netns, new_container, tmp_path):
     digest = "sha256:" + hashlib.sha256(content).hexdigest()
 
     tracker = container_command(
-        netns, new_container(), ["p2p-tracker", "--listen", "127.0.0.1:6969", "--embedded-seeder"]
+        netns,
+        new_container(),
+        ["p2p-tracker", "--listen", "127.0.0.1:6969", "--data-dir", "/var/lib/p2p-fetch/tracker", "--embedded-seeder"],
     )
-    with Origin(tmp_path / "origin") as origin, running(tracker, log_path=tmp_path / "tracker.log"):
-        wait_http_ok(f"{TRACKER_URL}/healthz", timeout=60)
+    with (
+        Origin(tmp_path / "origin") as origin,
+        running(tracker, ready_url=f"{TRACKER_URL}/healthz", ready_timeout=60, log_path=tmp_path / "tracker.log"),
+    ):
         fetch = container_command(
             netns,
             new_container(),
