@@ -16,13 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support.processes import free_port
-
 from tests.support.netns import NetworkNamespace
-from tests.support.processes import running
+from tests.support.processes import free_port, running
 from tests.support.registry import HELLO_MESSAGE, IMAGES, OCI_INDEX, Registry, run_tool
 
 
@@ -51,10 +48,6 @@ def skopeo_copy(netns: NetworkNamespace, conf: Path, source: str, destination: s
         ),
         timeout=300,
     )
-
-
-def layout_manifest_digest(layout: Path) -> str:
-    return json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
 
 
 @pytest.mark.parametrize("image", ["oci", "docker"])
