@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from core.host_config import PATH_VARIABLE, load_host_config
 from core.ids import InvalidValue
 from core.logs import configure_logging
 from core.settings import load_settings
@@ -60,6 +61,12 @@ def _parse_upstreams(values: tuple[str, ...]) -> dict[str, str] | None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML file with settings; P2P_MIRROR_* variables and these options override it.",
 )
+@click.option(
+    "--host-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"TOML file of the host's rate and connection limits [${PATH_VARIABLE}, else /etc/p2p-fetch/host.toml "
+    "when it exists]. SIGHUP reloads it.",
+)
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
 def main(
     listen: str | None,
@@ -70,6 +77,7 @@ def main(
     cache_quota: str | None,
     bittorrent_listen: str | None,
     config_file: Path | None,
+    host_config: Path | None,
     log_level: str | None,
 ) -> None:
     """Run p2p-mirror: a registry mirror whose blobs come through the swarm, and the local fetch API."""
@@ -84,15 +92,17 @@ def main(
             default_upstream=default_upstream,
             cache_quota=cache_quota,
             bittorrent_listen=bittorrent_listen,
+            host_config=host_config,
             log_level=log_level,
         )
+        limits, _ = load_host_config(settings.host_config)
     except InvalidValue as error:
         click.echo(f"p2p-mirror: {error}", err=True)
         sys.exit(EXIT_INVALID_SETTINGS)
 
     configure_logging(settings.log_level)
     try:
-        serve(settings)
+        serve(settings, limits)
     except StartupError as error:
         click.echo(f"p2p-mirror: {error}", err=True)
         sys.exit(EXIT_STARTUP_FAILED)

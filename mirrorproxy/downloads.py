@@ -26,6 +26,7 @@ import httpx
 from core.ids import Digest
 from core.tasks import TaskRequest
 from mirrorproxy.cache import BlobCache, CacheEntry
+from mirrorproxy.limits import HostLimits
 from mirrorproxy.metrics import BackToSourceReason, MirrorMetrics, Source
 from mirrorproxy.settings import MirrorSettings
 from mirrorproxy.tracker_client import NoSwarm, TrackerClient
@@ -62,6 +63,9 @@ class BlobRequest:
     digest: Digest | None
     headers: dict[str, str] = field(default_factory=dict, repr=False)  # never logged
     size: int | None = None  # the upstream's Content-Length, when a HEAD returned it
+    # Limits of this download in bytes/s, 0 for none; they only lower the host's per-task limits.
+    upload_limit: int = 0
+    download_limit: int = 0
 
 
 class _State(Enum):
@@ -267,8 +271,10 @@ class Downloader:
         metrics: MirrorMetrics,
         session: Session | None,
         tracker: TrackerClient | None,
+        limits: HostLimits,
     ):
         self._settings = settings
+        self._limits = limits
         self._cache = cache
         self._metrics = metrics
         self._session = session
@@ -291,6 +297,9 @@ class Downloader:
 
         Content known only by its URL may have changed since it was cached,
         so it is always asked of the tracker again.
+
+        NOTE: a request that joins a running download gets that download's
+        rate limits, not its own.
         """
         with self._lock:
             entry = self._cache.get(request.key) if request.digest is not None else None
@@ -359,7 +368,9 @@ class Downloader:
         task = self._tracker.ready_task(task_request, self._settings.task_timeout)
         metainfo = self._tracker.metainfo(task)
         try:
-            handle = self._session.add_task(metainfo, directory / "swarm")
+            handle = self._limits.add_task(
+                metainfo, directory / "swarm", upload=request.upload_limit, download=request.download_limit
+            )
         except SwarmError as error:
             raise NoSwarm(BackToSourceReason.SWARM_ERROR, str(error)) from None
         if download.size is not None and handle.size != download.size:
@@ -493,16 +504,14 @@ def read_file(path: Path, start: int, end: int) -> Iterator[bytes]:
         os.close(descriptor)
 
 
-def seed_cached(session: Session, entries: list[CacheEntry]) -> list[TaskHandle]:
+def seed_cached(limits: HostLimits, entries: list[CacheEntry]) -> list[TaskHandle]:
     """Add the cached blobs that have a torrent to the session in seed mode, after a restart."""
     handles = []
     for entry in entries:
         if entry.info_hash is None or not entry.metainfo_path.exists():
             continue
         try:
-            handle = session.add_task(
-                entry.metainfo_path.read_bytes(), entry.path.parent, seed_mode=True
-            )
+            handle = limits.add_task(entry.metainfo_path.read_bytes(), entry.path.parent, seed_mode=True)
         except SwarmError as error:
             log.warning("seeding a cached blob failed", extra={"digest": entry.key, "error": str(error)})
             continue

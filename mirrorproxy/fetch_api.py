@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from core.ids import Digest, InvalidValue
 from core.tasks import API_PREFIX
+from core.units import parse_rate
 from mirrorproxy.cache import CacheEntry
 from mirrorproxy.downloads import BlobRequest, Download, DownloadFailed
 from mirrorproxy.metrics import Source
@@ -49,6 +50,15 @@ class FetchRequest(BaseModel):
         default=None,
         description="absolute path the mirror writes the file to; without it the content is the response body",
     )
+    upload_limit: int | str = Field(
+        default=0,
+        description="upload limit of this download in bytes/s or with a unit (50MiB/s); "
+        "it only lowers the host's task_upload_limit; 0 for none",
+    )
+    download_limit: int | str = Field(
+        default=0,
+        description="download limit of this download, like upload_limit; it only lowers task_download_limit",
+    )
 
 
 class FetchResult(BaseModel):
@@ -71,7 +81,14 @@ def blob_request(fetch: FetchRequest) -> BlobRequest:
         raise InvalidValue(f"invalid url {fetch.url!r}: expected an http:// or https:// URL")
     digest = Digest.parse(fetch.digest) if fetch.digest else None
     key = str(digest) if digest else "url:" + hashlib.sha256(fetch.url.encode()).hexdigest()
-    return BlobRequest(key=key, url=fetch.url, digest=digest, headers=fetch.headers)
+    return BlobRequest(
+        key=key,
+        url=fetch.url,
+        digest=digest,
+        headers=fetch.headers,
+        upload_limit=parse_rate(fetch.upload_limit, "upload_limit"),
+        download_limit=parse_rate(fetch.download_limit, "download_limit"),
+    )
 
 
 @router.post(FETCH_PATH, response_model=FetchResult)

@@ -79,6 +79,25 @@ class MirrorMetrics:
             registry=self.registry,
         )
 
+        self.rate_limit = Gauge(
+            "p2p_mirror_rate_limit_bytes_per_second",
+            "Configured rate limits of the host configuration by direction and scope (host, task); 0 means none",
+            ["direction", "scope"],
+            registry=self.registry,
+        )
+        self.connections_limit = Gauge(
+            "p2p_mirror_connections_limit",
+            "Configured peer connection limits by scope (host, task)",
+            ["scope"],
+            registry=self.registry,
+        )
+        self.transfer_rate = Gauge(
+            "p2p_mirror_transfer_rate_bytes_per_second",
+            "Payload rate of every task of the session together, by direction, as libtorrent measures it",
+            ["direction"],
+            registry=self.registry,
+        )
+
         # Every label value exists from the start, so a scrape shows zeros
         # instead of missing series.
         for source in Source:
@@ -88,3 +107,5 @@ class MirrorMetrics:
             self.back_to_source.labels(reason)
         for source in (Source.SWARM, Source.UPSTREAM):
             self.digest_mismatches.labels(source)
+        for direction in ("upload", "download"):
+            self.transfer_rate.labels(direction)

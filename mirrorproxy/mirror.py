@@ -7,8 +7,10 @@ import logging
 import anyio
 import httpx
 
+from core.host_config import HostConfig, host_config_path, load_host_config
 from mirrorproxy.cache import BlobCache, CacheEntry
 from mirrorproxy.downloads import Downloader, seed_cached
+from mirrorproxy.limits import HostLimits
 from mirrorproxy.metrics import MirrorMetrics
 from mirrorproxy.settings import MirrorSettings
 from mirrorproxy.tracker_client import TrackerClient
@@ -25,9 +27,18 @@ MAX_BLOB_RESPONSES = 256
 class Mirror:
     """The host's libtorrent session, blob cache, downloads and upstream client."""
 
-    def __init__(self, settings: MirrorSettings):
+    def __init__(self, settings: MirrorSettings, host_config: HostConfig | None = None):
+        """Build the mirror; without `host_config`, read it from settings.host_config.
+
+        Raises HostConfigError when the host configuration is invalid.
+        """
         self.settings = settings
         self.metrics = MirrorMetrics()
+        if host_config is None:
+            host_config, path = load_host_config(settings.host_config)
+        else:
+            path = host_config_path(settings.host_config)
+        self.limits = HostLimits(host_config, path, self.metrics)
         self.upstreams = Upstreams(settings.upstreams, settings.default_registry)
         self.session: Session | None = None
         self.tracker: TrackerClient | None = None
@@ -55,20 +66,22 @@ class Mirror:
                 SwarmSettings(
                     listen_interfaces=settings.bittorrent_listen,
                     announce_params=settings.announce_params,
-                    upload_limit=settings.upload_limit,
-                    download_limit=settings.download_limit,
+                    **self.limits.config.session_limits(),
                 )
             )
+            self.limits.attach(self.session)
             self.tracker = TrackerClient(settings.tracker, settings.tracker_token, settings.tracker_timeout)
         else:
             log.warning("no tracker set: every blob comes from its upstream directly")
 
         entries = self.cache.load()
         if self.session is not None:
-            seeded = seed_cached(self.session, entries)
+            seeded = seed_cached(self.limits, entries)
             log.info("cache loaded", extra={"blobs": len(entries), "seeding": len(seeded)})
 
-        self.downloader = Downloader(settings, self.cache, self.metrics, self.session, self.tracker)
+        self.downloader = Downloader(
+            settings, self.cache, self.metrics, self.session, self.tracker, self.limits
+        )
         self.metrics.cache_bytes.set(self.cache.total_bytes())
         self.metrics.cache_blobs.set(len(self.cache))
         self.client = httpx.AsyncClient(

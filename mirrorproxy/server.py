@@ -7,6 +7,7 @@ import socket
 
 import uvicorn
 
+from core.host_config import HostConfig
 from core.settings import log_settings
 from mirrorproxy.app import create_app
 from mirrorproxy.settings import SECRET_FIELDS, MirrorSettings, split_host_port
@@ -21,8 +22,12 @@ class StartupError(Exception):
     """The mirror could not start; the message names what to change."""
 
 
-def serve(settings: MirrorSettings) -> None:
-    """Serve the mirror in this thread until a signal stops it; raise StartupError if it cannot start."""
+def serve(settings: MirrorSettings, host_config: HostConfig | None = None) -> None:
+    """Serve the mirror in this thread until a signal stops it; raise StartupError if it cannot start.
+
+    SIGHUP reloads the host configuration. Without `host_config` it is read
+    from settings.host_config, and an invalid one raises HostConfigError.
+    """
     # httpx logs every request at INFO and httpcore every step at DEBUG: too
     # much for a proxy, whose own lines name the requests that matter.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -38,7 +43,7 @@ def serve(settings: MirrorSettings) -> None:
 
     sock = _bind(settings.listen)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, host_config),
         loop="uvloop",
         http="httptools",
         lifespan="on",

@@ -12,10 +12,9 @@ from pydantic_settings import SettingsConfigDict
 
 from core.ids import InvalidValue
 from core.settings import ProcessSettings
-from core.units import parse_rate, parse_size
+from core.units import parse_size
 
 Size = Annotated[int, BeforeValidator(lambda value: parse_size(value, "size"))]
-Rate = Annotated[int, BeforeValidator(lambda value: parse_rate(value, "rate"))]
 
 DEFAULT_LISTEN = "127.0.0.1:65001"
 
@@ -48,7 +47,7 @@ def _check_http_url(value: str, name: str) -> str:
 
 
 class MirrorSettings(ProcessSettings):
-    """Everything `p2p-mirror` reads at start; sizes and rates accept units such as 10GiB and 100MiB/s."""
+    """Everything `p2p-mirror` reads at start; sizes accept units such as 10GiB. Rate limits are in the host configuration."""
 
     model_config = SettingsConfigDict(env_prefix="P2P_MIRROR_", extra="forbid", validate_default=True)
 
@@ -80,8 +79,11 @@ class MirrorSettings(ProcessSettings):
     location: str | None = Field(
         None, description="this host's place, e.g. dc1/rack7, sent to the tracker with every announce"
     )
-    upload_limit: Rate = Field(0, description="upload limit of the whole host, bytes/s; 0 means none")
-    download_limit: Rate = Field(0, description="download limit of the whole host, bytes/s; 0 means none")
+    host_config: Path | None = Field(
+        None,
+        description="TOML file of the host's rate and connection limits; default $P2P_HOST_CONFIG, "
+        "else /etc/p2p-fetch/host.toml when it exists",
+    )
     task_timeout: float = Field(
         60.0, gt=0, le=3600,
         description="seconds to wait for the tracker to have a task's metainfo before fetching from the upstream",
@@ -96,6 +98,18 @@ class MirrorSettings(ProcessSettings):
         60.0, gt=0, le=3600, description="seconds without a byte from an upstream before the request fails"
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_moved_limits(cls, values: object) -> object:
+        if isinstance(values, dict):
+            for key in ("upload_limit", "download_limit"):
+                if key in values:
+                    raise ValueError(
+                        f"{key} is a setting of the host configuration now: move it to the file "
+                        "named by host_config (default /etc/p2p-fetch/host.toml)"
+                    )
+        return values
 
     @field_validator("listen", "bittorrent_listen")
     @classmethod
