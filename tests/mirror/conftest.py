@@ -123,7 +123,15 @@ def start_mirror(netns: NetworkNamespace, tmp_path: Path) -> Iterator[StartMirro
             for registry_host, url in upstreams.items():
                 args += ["--upstream", f"{registry_host}={url}"]
             stack.enter_context(
-                running(netns.command([*args, *extra]), ready_url=f"http://127.0.0.1:{port}/healthz", log_path=log_path, env=env)
+                running(
+                    netns.command([*args, *extra]),
+                    ready_url=f"http://127.0.0.1:{port}/healthz",
+                    log_path=log_path,
+                    env=env,
+                    # Starting libtorrent and uvicorn takes about a second, but
+                    # much longer on a loaded machine.
+                    ready_timeout=60,
+                )
             )
             return MirrorProcess(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", data_dir, log_path)
 
