@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.image.conftest import container_command, run_tool
+from tests.image.test_manifests import container, find
 from tests.support.origin import Origin
 from tests.support.processes import running
 
@@ -119,3 +120,63 @@ def test_fetch_through_image(image, netns, new_container, tmp_path):
     # The seeder's first request is the one-byte range bytes=0-0, which checks
     # whether the origin supports ranges. Then it fetches the file once.
     assert origin_bytes == len(content) + 1
+
+
+def test_mirror_daemonset_runs_from_image(image, netns, new_container, tmp_path):
+    # The DaemonSet's own commands and mounts, with folders of this test in
+    # place of the node's and the ConfigMaps'. Kubernetes expands $(NAME)
+    # references in args from the container's env, so the test does too.
+    daemonset = find("DaemonSet", "p2p-mirror")
+    pod = daemonset["spec"]["template"]["spec"]
+    config_map = find("ConfigMap", "p2p-mirror")["data"]
+    volumes = {name: tmp_path / name for name in ("config", "scripts", "containerd-hosts", "run", "cache", "tmp")}
+    for folder in volumes.values():
+        folder.mkdir()
+        folder.chmod(0o777)
+    # The kubelet mounts a ConfigMap as one file per key.
+    for name, text in config_map.items():
+        (volumes["config"] / name).write_text(text)
+    for name, text in find("ConfigMap", "p2p-mirror-scripts")["data"].items():
+        (volumes["scripts"] / name).write_text(text)
+
+    def command_of(spec: dict, env: dict[str, str]) -> list[str]:
+        words = spec.get("command", []) + spec.get("args", [])
+        for name, value in env.items():
+            words = [word.replace(f"$({name})", value) for word in words]
+        return words
+
+    def run_options(spec: dict) -> list[str]:
+        user = spec["securityContext"]["runAsUser"]
+        mounts = [f"--volume={volumes[mount['name']]}:{mount['mountPath']}" for mount in spec["volumeMounts"]]
+        return [f"--user={user}:{user}", *mounts]
+
+    def in_container(spec: dict, env: dict[str, str]) -> list[str]:
+        return netns.command(
+            ["buildah", "run", "--network", "host", *run_options(spec), *(f"--env={k}={v}" for k, v in env.items()),
+             new_container(), "--", *command_of(spec, env)]
+        )
+
+    node_setup = pod["initContainers"][0]
+    setup_env = {"NODE_NAME": "node-1", "LOCATION_LABELS": config_map["location-labels"]}
+    setup = run_tool(in_container(node_setup, setup_env), check=False)
+
+    assert setup.returncode == 0, setup.stderr
+    assert (volumes["containerd-hosts"] / "docker.io" / "hosts.toml").is_file()
+    assert (volumes["run"] / "mirror.toml").is_file()
+    assert (volumes["cache"].stat().st_uid, volumes["cache"].stat().st_gid) == (10001, 10001)
+
+    mirror = container(daemonset, "mirror")
+    relay = container(daemonset, "metrics-relay")
+    with (
+        running(in_container(mirror, {"P2P_MIRROR_TRACKER_TOKEN": "test-token"}),
+                ready_url="http://127.0.0.1:65001/healthz", ready_timeout=60, log_path=tmp_path / "mirror.log"),
+        running(in_container(relay, {}), ready_url="http://127.0.0.1:65002/healthz", ready_timeout=60,
+                log_path=tmp_path / "relay.log"),
+    ):
+        metrics = httpx.get("http://127.0.0.1:65002/metrics", timeout=5)
+        host_config = httpx.get("http://127.0.0.1:65001/api/v1/admin/host-config", timeout=5)
+
+    assert metrics.status_code == 200
+    assert "p2p_mirror_" in metrics.text
+    assert host_config.json()["path"] == "/etc/p2p-fetch/config/host.toml"
+    assert host_config.json()["limits"]["connections_limit"] == 400

@@ -20,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from core.host_config import load_host_config
 from core.settings import load_settings
 from mirrorproxy.settings import MirrorSettings
 from seeder.settings import SeederSettings
@@ -185,6 +186,33 @@ def test_mirror_config_loads_as_settings(tmp_path):
     assert settings.cache_quota == 50 * 1024**3
     assert settings.tracker == "http://p2p-tracker.p2p-fetch.svc:6969"
     assert settings.default_registry == "docker.io"
+
+
+def test_host_config_loads(tmp_path):
+    path = tmp_path / "host.toml"
+    path.write_text(mirror_config()["host.toml"])
+
+    limits, source = load_host_config(path)
+
+    assert source == path
+    assert limits.upload_limit == 0
+    assert limits.connections_limit == 400
+
+
+def test_mirror_reads_mounted_host_config():
+    # The file must come from the ConfigMap volume itself, since a subPath
+    # mount would never see an edited ConfigMap.
+    daemonset = find("DaemonSet", "p2p-mirror")
+    mirror = container(daemonset, "mirror")
+    args = mirror["args"]
+    host_config = Path(args[args.index("--host-config") + 1])
+    mounts = {mount["name"]: mount for mount in mirror["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in daemonset["spec"]["template"]["spec"]["volumes"]}
+
+    assert Path(mounts["config"]["mountPath"]) == host_config.parent
+    assert "subPath" not in mounts["config"]
+    assert volumes["config"]["configMap"]["name"] == "p2p-mirror"
+    assert host_config.name in mirror_config()
 
 
 def test_seeder_env_loads_as_settings(monkeypatch, tmp_path):
