@@ -20,9 +20,10 @@ from cli.fetching import (
 )
 from cli.mirror_client import DEFAULT_MIRROR_URL, fetch_via_mirror, mirror_is_running
 from cli.task_client import TrackerUnavailable
+from core.host_config import PATH_VARIABLE, load_host_config, parse_limit
 from core.ids import Digest, InvalidValue
 from core.logs import configure_logging
-from core.units import format_size, parse_rate
+from core.units import format_size
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -130,16 +131,20 @@ class _Reporter:
 @click.option("--listen", default="0.0.0.0:0", show_default=True,
               help="Address and port the BitTorrent session listens on (port 0 picks a free one).")
 @click.option("--download-limit", default="0", show_default=True,
-              help="Download limit of this fetch, e.g. 50MiB/s or 400Mbit/s; 0 for none.")
+              help="Download limit of this fetch, e.g. 50MiB/s or 400Mbit/s; 0 for none. "
+              "It only lowers the host's task_download_limit, here or in the p2p-mirror.")
 @click.option("--upload-limit", default="0", show_default=True,
-              help="Upload limit of this fetch, e.g. 50MiB/s; 0 for none.")
+              help="Upload limit of this fetch, e.g. 50MiB/s; 0 for none. It only lowers the host's task_upload_limit.")
+@click.option("--host-config", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"TOML file of the host's rate and connection limits, read when p2p-fetch runs its own session "
+              f"[${PATH_VARIABLE}, else /etc/p2p-fetch/host.toml when it exists].")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON summary at the end: size, seconds, bytes from the seeder and from peers.")
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def main(url, output, tracker, mirror_url, no_mirror, token, digest, headers, timeout, seed_time, listen,
-         download_limit, upload_limit, quiet, as_json, log_level) -> None:
+         download_limit, upload_limit, host_config, quiet, as_json, log_level) -> None:
     """Download URL through the p2p-fetch swarm.
 
     The file appears at the output path only once it is complete and its
@@ -159,8 +164,8 @@ def main(url, output, tracker, mirror_url, no_mirror, token, digest, headers, ti
             seed_time=seed_time,
             token=token,
             listen_interfaces=listen,
-            download_limit=parse_rate(download_limit, "--download-limit"),
-            upload_limit=parse_rate(upload_limit, "--upload-limit"),
+            download_limit=parse_limit(download_limit, "--download-limit"),
+            upload_limit=parse_limit(upload_limit, "--upload-limit"),
         )
     except InvalidValue as error:
         raise click.UsageError(str(error)) from None
@@ -177,6 +182,13 @@ def main(url, output, tracker, mirror_url, no_mirror, token, digest, headers, ti
         raise click.UsageError(
             f"no p2p-mirror answers at {mirror_url or DEFAULT_MIRROR_URL}; pass --tracker URL (or set P2P_FETCH_TRACKER)"
         )
+    if mirror is None:
+        # The mirror applies the host configuration itself; a session of our own must.
+        try:
+            options.host_config, _ = load_host_config(host_config)
+        except InvalidValue as error:
+            click.echo(f"p2p-fetch: {error}", err=True)
+            sys.exit(EXIT_USAGE)
 
     reporter = _Reporter(quiet or as_json)
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import bencodepy
 
 from cli.task_client import TaskClient
+from core.host_config import HostConfig
 from core.ids import Digest
 from core.tasks import TaskRequest, TaskState
 from swarm import Session, SwarmError, SwarmSettings, TaskProgress
@@ -49,8 +50,11 @@ class FetchOptions:
     seed_time: float = 0.0
     token: str | None = None
     listen_interfaces: str = "0.0.0.0:0"
+    # Limits of this fetch in bytes/s, 0 for none; they only lower the host's per-task limits.
     download_limit: int = 0
     upload_limit: int = 0
+    # The host's limits, for a session of p2p-fetch's own; the mirror applies its own copy.
+    host_config: HostConfig = field(default_factory=HostConfig)
 
 
 @dataclass
@@ -161,11 +165,11 @@ def _download(
     # The download lands in a hidden folder beside the output, on the same file
     # system, so publishing it is a rename (or a hard link while seeding).
     work_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
-    session = Session(SwarmSettings(listen_interfaces=options.listen_interfaces))
+    host = options.host_config
+    session = Session(SwarmSettings(listen_interfaces=options.listen_interfaces, **host.session_limits()))
     try:
-        task = session.add_task(
-            metainfo, work_dir, upload_limit=options.upload_limit, download_limit=options.download_limit
-        )
+        upload_limit, download_limit = host.task_limits(options.upload_limit, options.download_limit)
+        task = session.add_task(metainfo, work_dir, upload_limit=upload_limit, download_limit=download_limit)
         deadline = time.monotonic() + timeout
         while not task.is_complete:
             if task.error:

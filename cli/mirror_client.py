@@ -81,6 +81,8 @@ def fetch_via_mirror(
         "url": options.url,
         "digest": str(options.digest) if options.digest else None,
         "headers": options.headers,
+        "upload_limit": options.upload_limit,
+        "download_limit": options.download_limit,
     }
 
     descriptor, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)

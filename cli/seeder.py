@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from core.host_config import PATH_VARIABLE, load_host_config
 from core.ids import InvalidValue
 from core.logs import configure_logging
 from core.settings import load_settings
@@ -34,26 +35,40 @@ EXIT_STARTUP_FAILED = 3
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML file with settings; P2P_SEEDER_* variables and these options override it.",
 )
+@click.option(
+    "--host-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"TOML file of the host's rate and connection limits [${PATH_VARIABLE}, else /etc/p2p-fetch/host.toml "
+    "when it exists].",
+)
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
 def main(
     listen: str | None,
     tracker: str | None,
     data_dir: Path | None,
     config_file: Path | None,
+    host_config: Path | None,
     log_level: str | None,
 ) -> None:
     """Run a p2p-fetch seeder: fetch tasks from their origin once, and seed them from the cache."""
     try:
         settings = load_settings(
-            SeederSettings, config_file, listen=listen, tracker=tracker, data_dir=data_dir, log_level=log_level
+            SeederSettings,
+            config_file,
+            listen=listen,
+            tracker=tracker,
+            data_dir=data_dir,
+            host_config=host_config,
+            log_level=log_level,
         )
+        limits, _ = load_host_config(settings.host_config)
     except InvalidValue as error:
         click.echo(f"p2p-seeder: {error}", err=True)
         sys.exit(EXIT_INVALID_SETTINGS)
 
     configure_logging(settings.log_level)
     try:
-        serve(settings)
+        serve(settings, limits)
     except StartupError as error:
         click.echo(f"p2p-seeder: {error}", err=True)
         sys.exit(EXIT_STARTUP_FAILED)

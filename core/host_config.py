@@ -37,8 +37,8 @@ PATH_VARIABLE = "P2P_HOST_CONFIG"
 MAX_RATE = 2**31 - 1
 
 
-def _parse_rate(value: object, info: ValidationInfo) -> int:
-    name = info.field_name or "rate"
+def parse_limit(value: object, name: str) -> int:
+    """Parse a rate limit such as `50MiB/s` or `0` (none) into bytes/s; raise InvalidValue naming `name`."""
     rate = parse_rate(value, name)
     if rate > MAX_RATE:
         raise InvalidValue(
@@ -46,6 +46,10 @@ def _parse_rate(value: object, info: ValidationInfo) -> int:
             "use 0 for no limit"
         )
     return rate
+
+
+def _parse_rate(value: object, info: ValidationInfo) -> int:
+    return parse_limit(value, info.field_name or "rate")
 
 
 Rate = Annotated[int, BeforeValidator(_parse_rate)]

@@ -22,9 +22,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
+from core.host_config import parse_limit
 from core.ids import Digest, InvalidValue
 from core.tasks import API_PREFIX
-from core.units import parse_rate
 from mirrorproxy.cache import CacheEntry
 from mirrorproxy.downloads import BlobRequest, Download, DownloadFailed
 from mirrorproxy.metrics import Source
@@ -86,8 +86,8 @@ def blob_request(fetch: FetchRequest) -> BlobRequest:
         url=fetch.url,
         digest=digest,
         headers=fetch.headers,
-        upload_limit=parse_rate(fetch.upload_limit, "upload_limit"),
-        download_limit=parse_rate(fetch.download_limit, "download_limit"),
+        upload_limit=parse_limit(fetch.upload_limit, "upload_limit"),
+        download_limit=parse_limit(fetch.download_limit, "download_limit"),
     )
 
 

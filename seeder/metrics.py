@@ -32,5 +32,23 @@ class SeederMetrics:
         self.tasks_seeded = Gauge(
             "p2p_seeder_tasks_seeded", "Tasks in the seeding session", registry=self.registry
         )
+        self.rate_limit = Gauge(
+            "p2p_seeder_rate_limit_bytes_per_second",
+            "Configured rate limits of the host configuration by direction and scope (host, task); 0 means none",
+            ["direction", "scope"],
+            registry=self.registry,
+        )
+        self.connections_limit = Gauge(
+            "p2p_seeder_connections_limit",
+            "Configured peer connection limits by scope (host, task)",
+            ["scope"],
+            registry=self.registry,
+        )
+        self.transfer_rate = Gauge(
+            "p2p_seeder_transfer_rate_bytes_per_second",
+            "Payload rate of every seeded task together, by direction, as libtorrent measures it",
+            ["direction"],
+            registry=self.registry,
+        )
         for result in INGEST_RESULTS:
             self.ingests.labels(result)

@@ -7,9 +7,11 @@ import socket
 
 import uvicorn
 
+from core.host_config import HostConfig
 from core.ids import InvalidValue
 from core.settings import log_settings
 from seeder.app import create_app
+from seeder.service import SeederService
 from seeder.settings import SECRET_FIELDS, SeederSettings, split_host_port
 
 log = logging.getLogger(__name__)
@@ -22,8 +24,12 @@ class StartupError(Exception):
     """The seeder could not start; the message names what to change."""
 
 
-def serve(settings: SeederSettings) -> None:
-    """Serve the seeder in this thread until a signal stops it; raise StartupError if it cannot start."""
+def serve(settings: SeederSettings, host_config: HostConfig | None = None) -> None:
+    """Serve the seeder in this thread until a signal stops it; raise StartupError if it cannot start.
+
+    Without `host_config` it is read from settings.host_config, and an
+    invalid one raises HostConfigError.
+    """
     log_settings(log, settings, secret_fields=SECRET_FIELDS)
     try:
         settings.api_url  # noqa: B018 - raises when the tracker could not reach the API
@@ -35,7 +41,7 @@ def serve(settings: SeederSettings) -> None:
 
     sock = _bind(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, SeederService(settings, host_config)),
         lifespan="on",
         access_log=False,
         log_config=None,

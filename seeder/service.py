@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from core.host_config import HostConfig, load_host_config
 from core.ids import InvalidValue
 from core.tasks import IngestRequest, SeederHeartbeat
 from seeder.cache import Cache, CachedFile
@@ -48,9 +49,14 @@ class Submitted(StrEnum):
 class SeederService:
     """Everything the seeder runs besides its HTTP server; `start` and `close` bracket its life."""
 
-    def __init__(self, settings: SeederSettings) -> None:
+    def __init__(self, settings: SeederSettings, host_config: HostConfig | None = None) -> None:
+        """Build the service; without `host_config`, read it from settings.host_config.
+
+        Raises HostConfigError when the host configuration is invalid.
+        """
         self.settings = settings
         self.metrics = SeederMetrics()
+        self.limits = host_config if host_config is not None else load_host_config(settings.host_config)[0]
         self.seeder_id = ""
         self.session: Session | None = None
         self.cache: Cache | None = None
@@ -84,7 +90,11 @@ class SeederService:
         api_url = settings.api_url
 
         self.session = Session(
-            SwarmSettings(listen_interfaces=settings.session_listen, peer_id_prefix=SEEDER_PEER_ID_PREFIX)
+            SwarmSettings(
+                listen_interfaces=settings.session_listen,
+                peer_id_prefix=SEEDER_PEER_ID_PREFIX,
+                **self.limits.session_limits(),
+            )
         )
         self.cache = Cache(settings.data_dir, settings.cache_quota, in_use=self._in_use, on_evict=self._on_evict)
         for cached in self.cache.files():
@@ -103,6 +113,10 @@ class SeederService:
         self.metrics.cache_bytes.set_function(self.cache.used_bytes)
         self.metrics.cache_quota.set(settings.cache_quota)
         self.metrics.tasks_seeded.set_function(lambda: len(self.session.tasks()) if self.session else 0)
+        self._export_limits()
+        # NOTE: the seeder fetches from origins over HTTP, outside libtorrent,
+        # so download_limit and task_download_limit bound nothing here.
+        log.info("host limits applied", extra=self.limits.model_dump())
 
         self.tracker = TrackerClient(settings.tracker, settings.tracker_token)
         self._ingests = ThreadPoolExecutor(settings.max_ingests, thread_name_prefix="ingest")
@@ -287,10 +301,41 @@ class SeederService:
             if seeded_with == announce_url and handle.progress().peers > 0:
                 return
             self.session.remove_task(info_hash)
+        upload_limit, download_limit = self.limits.task_limits()
         try:
-            self.session.add_task(cached.metainfo.data, self.cache.blobs, seed_mode=True)
+            self.session.add_task(
+                cached.metainfo.data,
+                self.cache.blobs,
+                seed_mode=True,
+                upload_limit=upload_limit,
+                download_limit=download_limit,
+            )
         except SwarmError as error:
             log.error("cannot seed a cached file", extra={"digest": f"sha256:{cached.sha256}", "error": str(error)})
+
+    def _export_limits(self) -> None:
+        limits = self.limits
+        self.metrics.rate_limit.labels("upload", "host").set(limits.upload_limit)
+        self.metrics.rate_limit.labels("download", "host").set(limits.download_limit)
+        self.metrics.rate_limit.labels("upload", "task").set(limits.task_upload_limit)
+        self.metrics.rate_limit.labels("download", "task").set(limits.task_download_limit)
+        self.metrics.connections_limit.labels("host").set(limits.connections_limit)
+        self.metrics.connections_limit.labels("task").set(limits.task_connections_limit)
+        self.metrics.transfer_rate.labels("upload").set_function(lambda: self._current_rate("upload"))
+        self.metrics.transfer_rate.labels("download").set_function(lambda: self._current_rate("download"))
+
+    def _current_rate(self, direction: str) -> float:
+        if self.session is None:
+            return 0.0
+        total = 0
+        for task in self.session.tasks():
+            try:
+                progress = task.progress()
+            except RuntimeError:
+                # The task was removed between the listing and the status call.
+                continue
+            total += progress.upload_rate if direction == "upload" else progress.download_rate
+        return float(total)
 
     def _in_use(self, cached: CachedFile) -> bool:
         """Return whether a swarm still needs the file, that is, peers are connected to its task."""

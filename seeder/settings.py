@@ -86,6 +86,11 @@ class SeederSettings(ProcessSettings):
     retry_max_delay: float = Field(
         30.0, gt=0, description="seconds of the longest wait between attempts, and the most Retry-After honoured"
     )
+    host_config: Path | None = Field(
+        None,
+        description="TOML file of the host's rate and connection limits; default $P2P_HOST_CONFIG, "
+        "else /etc/p2p-fetch/host.toml when it exists",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @field_validator("listen")
