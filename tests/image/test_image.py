@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.image.conftest import container_command, run_tool
-from tests.image.test_manifests import container, find
+from tests.image.manifests import container, find
 from tests.support.origin import Origin
 from tests.support.processes import running
 

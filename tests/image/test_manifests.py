@@ -18,17 +18,16 @@ from pathlib import Path
 import httpx
 import kubernetes_validate
 import pytest
-import yaml
 
 from core.host_config import load_host_config
 from core.settings import load_settings
 from mirrorproxy.settings import MirrorSettings
 from seeder.settings import SeederSettings
+from tests.image.manifests import DOCUMENTS, WORKLOADS, container, document_id, find
 from tests.support.processes import VENV_BIN, free_port, running, wait_http_ok
 from tracker.settings import TrackerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
 
 # The oldest Kubernetes release the manifests are checked against, and the
 # newest whose schemas the installed kubernetes-validate has.
@@ -36,32 +35,6 @@ KUBERNETES_VERSIONS = ["1.33.0", kubernetes_validate.latest_version()]
 
 # Containers that run a p2p-fetch server, by the server's HTTP port.
 SERVER_PORTS = {"tracker": 6969, "seeder": 7000, "mirror": 65001}
-
-
-def load_documents() -> list[dict]:
-    documents = []
-    for path in MANIFESTS:
-        documents.extend(document for document in yaml.safe_load_all(path.read_text()) if document)
-    return documents
-
-
-DOCUMENTS = load_documents()
-WORKLOADS = [document for document in DOCUMENTS if document["kind"] in ("Deployment", "StatefulSet", "DaemonSet")]
-
-
-def find(kind: str, name: str) -> dict:
-    matches = [document for document in DOCUMENTS if document["kind"] == kind and document["metadata"]["name"] == name]
-    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
-    return matches[0]
-
-
-def document_id(document: dict) -> str:
-    return f"{document['kind']}/{document['metadata']['name']}"
-
-
-def container(workload: dict, name: str) -> dict:
-    containers = workload["spec"]["template"]["spec"]["containers"]
-    return next(item for item in containers if item["name"] == name)
 
 
 def env_values(item: dict, substitutions: dict[str, str]) -> dict[str, str]:
