@@ -193,7 +193,8 @@ def test_wrong_blob_from_swarm_aborts_response(registry: Registry, lone_tracker,
         seeder.add_task(metainfo, tmp_path / "seed", seed_mode=True)
 
         received = 0
-        with pytest.raises(httpx.RemoteProtocolError):
+        # The connection closes before Content-Length: an incomplete body.
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
             with httpx.stream("GET", url, timeout=60) as response:
                 assert response.status_code == 200
                 for chunk in response.iter_raw():
