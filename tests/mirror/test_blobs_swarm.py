@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -308,3 +310,57 @@ def test_swarm_stall_mid_response_continues_from_upstream(registry: Registry, lo
     assert metrics['p2p_mirror_back_to_source_total{reason="swarm_stall"}'] == 1
     assert 0 < from_swarm <= half
     assert from_swarm + from_upstream == len(good)
+
+
+class _RedirectingFront:
+    """A registry front that answers every blob request with a 307 to the registry, as a CDN redirect does."""
+
+    def __init__(self, registry_url: str):
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_HEAD(self) -> None:
+                self._redirect()
+
+            def do_GET(self) -> None:
+                self._redirect()
+
+            def _redirect(self) -> None:
+                front.requests.append((self.command, self.path))
+                self.send_response(307)
+                self.send_header("Location", f"{registry_url}{self.path}?X-Amz-Signature=test&X-Amz-Expires=60")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args) -> None:
+                pass
+
+        self.requests: list[tuple[str, str]] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _RedirectingFront:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("through", ["swarm", "upstream"])
+def test_redirected_blob_followed(through, registry: Registry, cluster, start_mirror):
+    digest = registry.layer_digests("oci")[0]
+    good = httpx.get(_blob_url(registry.url, "oci", digest)).content
+    with _RedirectingFront(registry.url) as front:
+        tracker = cluster.tracker_url if through == "swarm" else ""
+        mirror = start_mirror({"registry.test": front.url}, tracker)
+
+        response = httpx.get(_blob_url(mirror.url, "oci", digest), timeout=60)
+
+    assert response.status_code == 200
+    assert response.content == good
+    assert response.headers["Content-Length"] == str(len(good))
+    assert ("HEAD", _blob_url("", "oci", digest)) in front.requests
+    assert mirror.metrics()[f'p2p_mirror_blobs_served_total{{source="{through}"}}'] == 1
