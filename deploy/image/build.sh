@@ -79,7 +79,7 @@ make_rootfs_tar() {
 # Import the tar file as LOCAL_BASE, unless the image made from this very
 # file is there already.
 import_base() {
-    local digest current container
+    local digest current container previous
     digest=sha256:$(sha256sum "$ROOTFS_TAR" | cut -d' ' -f1)
     current=$("${RUN[@]}" buildah inspect --type image --format "{{index .OCIv1.Config.Labels \"$ROOTFS_LABEL\"}}" "$LOCAL_BASE" 2>/dev/null || true)
     if [[ $current == "$digest" ]]; then
@@ -87,11 +87,15 @@ import_base() {
     fi
 
     log "importing $ROOTFS_TAR as $LOCAL_BASE"
+    previous=$("${RUN[@]}" buildah inspect --type image --format '{{.FromImageID}}' "$LOCAL_BASE" 2>/dev/null || true)
     container=$("${RUN[@]}" buildah from scratch)
     "${RUN[@]}" buildah add --quiet "$container" "$ROOTFS_TAR" / >/dev/null
     "${RUN[@]}" buildah config --label "$ROOTFS_LABEL=$digest" --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         --cmd /bin/bash "$container"
     "${RUN[@]}" buildah commit --quiet --rm "$container" "$LOCAL_BASE" >/dev/null
+    if [[ -n $previous ]]; then
+        "${RUN[@]}" buildah rmi "$previous" >/dev/null 2>&1 || log "the previous $LOCAL_BASE ($previous) is still in use, so it is kept"
+    fi
 }
 
 # Print the MAJOR.MINOR version of the base's python3.
@@ -142,7 +146,15 @@ base_version=$(base_python_version)
 the wheels must match the base: set PYTHON to a python$base_version, or DEBIAN_SUITE or BASE to one with Python $python_version"
 prepare_wheels
 
+# Without --layers buildah keeps no image of the first stage, and the image
+# that IMAGE named before is removed once the new one has the tag, so repeated
+# builds do not pile up in the local storage.
+previous=$("${RUN[@]}" buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE" 2>/dev/null || true)
 log "building $IMAGE from $BASE"
-"${RUN[@]}" buildah bud --quiet --format docker --layers --network none "${PULL[@]}" \
+"${RUN[@]}" buildah bud --quiet --format docker --network none "${PULL[@]}" \
     --build-arg "BASE=$BASE" --build-arg PIP_NO_INDEX=1 --tag "$IMAGE" . >/dev/null
+current=$("${RUN[@]}" buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE")
+if [[ -n $previous && $previous != "$current" ]]; then
+    "${RUN[@]}" buildah rmi "$previous" >/dev/null 2>&1 || log "the previous $IMAGE ($previous) is still in use, so it is kept"
+fi
 log "built $IMAGE"

@@ -26,7 +26,7 @@ BUILD_SCRIPT = ROOT / "deploy" / "image" / "build.sh"
 TEST_IMAGE = "localhost/p2p-fetch:test"
 
 # A cold build runs debootstrap (85 s on a 2-core machine) before the image
-# build itself (30 s there).
+# build itself (20 s there).
 BUILD_TIMEOUT = 900
 
 REQUIRED_TOOLS = ("buildah", "debootstrap", "nsenter", "ip")
