@@ -50,6 +50,9 @@ enter_netns() {
     NETNS=p2p-image-$$
     ip netns add "$NETNS"
     trap 'ip netns delete "$NETNS"' EXIT
+    # Exiting on these signals runs the EXIT trap, which bash would skip.
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     ip -n "$NETNS" link set lo up
     RUN=(nsenter "--net=/run/netns/$NETNS")
 }
