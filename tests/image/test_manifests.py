@@ -161,9 +161,10 @@ def test_mirror_config_loads_as_settings(tmp_path):
     assert settings.default_registry == "docker.io"
 
 
-def test_host_config_loads(tmp_path):
+@pytest.mark.parametrize("config_map", ["p2p-mirror", "p2p-seeder"])
+def test_host_config_loads(config_map, tmp_path):
     path = tmp_path / "host.toml"
-    path.write_text(mirror_config()["host.toml"])
+    path.write_text(find("ConfigMap", config_map)["data"]["host.toml"])
 
     limits, source = load_host_config(path)
 
@@ -172,20 +173,23 @@ def test_host_config_loads(tmp_path):
     assert limits.connections_limit == 400
 
 
-def test_mirror_reads_mounted_host_config():
+@pytest.mark.parametrize(
+    ("kind", "name", "server"), [("DaemonSet", "p2p-mirror", "mirror"), ("StatefulSet", "p2p-seeder", "seeder")]
+)
+def test_server_reads_mounted_host_config(kind, name, server):
     # The file must come from the ConfigMap volume itself, since a subPath
     # mount would never see an edited ConfigMap.
-    daemonset = find("DaemonSet", "p2p-mirror")
-    mirror = container(daemonset, "mirror")
-    args = mirror["args"]
+    workload = find(kind, name)
+    item = container(workload, server)
+    args = item["args"]
     host_config = Path(args[args.index("--host-config") + 1])
-    mounts = {mount["name"]: mount for mount in mirror["volumeMounts"]}
-    volumes = {volume["name"]: volume for volume in daemonset["spec"]["template"]["spec"]["volumes"]}
+    mounts = {mount["name"]: mount for mount in item["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in workload["spec"]["template"]["spec"]["volumes"]}
 
     assert Path(mounts["config"]["mountPath"]) == host_config.parent
     assert "subPath" not in mounts["config"]
-    assert volumes["config"]["configMap"]["name"] == "p2p-mirror"
-    assert host_config.name in mirror_config()
+    assert volumes["config"]["configMap"]["name"] == name
+    assert host_config.name in find("ConfigMap", name)["data"]
 
 
 def test_seeder_env_loads_as_settings(monkeypatch, tmp_path):
