@@ -364,3 +364,26 @@ def test_redirected_blob_followed(through, registry: Registry, cluster, start_mi
     assert response.headers["Content-Length"] == str(len(good))
     assert ("HEAD", _blob_url("", "oci", digest)) in front.requests
     assert mirror.metrics()[f'p2p_mirror_blobs_served_total{{source="{through}"}}'] == 1
+
+
+def test_restarted_mirror_seeds_its_cache(registry: Registry, lone_tracker, start_mirror, tmp_path):
+    digest = registry.layer_digests("oci")[0]
+    good = httpx.get(_blob_url(registry.url, "oci", digest)).content
+    metainfo = _register_torrent(lone_tracker, digest, _blob_url(registry.url, "oci", digest), good, tmp_path / "seed")
+    seeder = Session(SwarmSettings(listen_interfaces="127.0.0.1:0", peer_id_prefix=SEEDER_PEER_ID_PREFIX))
+    seeder.add_task(metainfo, tmp_path / "seed", seed_mode=True)
+    try:
+        first = start_mirror({registry.host: registry.url}, lone_tracker, data_dir=tmp_path / "cache")
+        assert httpx.get(_blob_url(first.url, "oci", digest), timeout=60).content == good
+        first.stop()
+    finally:
+        seeder.close()
+
+    # The restarted mirror is now the only peer that has the blob.
+    restarted = start_mirror({registry.host: registry.url}, lone_tracker, data_dir=tmp_path / "cache")
+    other = start_mirror({registry.host: registry.url}, lone_tracker)
+    response = httpx.get(_blob_url(other.url, "oci", digest), timeout=60)
+
+    assert response.content == good
+    assert other.metrics()['p2p_mirror_blobs_served_total{source="swarm"}'] == 1
+    assert "cache loaded blobs=1 seeding=1" in restarted.log()
