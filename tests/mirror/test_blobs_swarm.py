@@ -283,7 +283,7 @@ def test_swarm_blob_refused_without_credentials(auth_registry: Registry, cluster
 
 
 @pytest.mark.slow
-def test_swarm_stall_mid_response_continues_from_upstream(registry: Registry, lone_tracker, start_mirror, tmp_path):
+def test_stall_mid_response_switches_to_upstream(registry: Registry, lone_tracker, start_mirror, tmp_path):
     mirror = start_mirror(
         {registry.host: registry.url}, lone_tracker, env={"P2P_MIRROR_SWARM_STALL_TIMEOUT": "5"}
     )
@@ -313,7 +313,7 @@ def test_swarm_stall_mid_response_continues_from_upstream(registry: Registry, lo
 
 
 class _RedirectingFront:
-    """A registry front that answers every blob request with a 307 to the registry, as a CDN redirect does."""
+    """A registry front that responds to every blob request with a 307 to the registry, as a CDN redirect does."""
 
     def __init__(self, registry_url: str):
         front = self
