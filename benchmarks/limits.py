@@ -2,11 +2,12 @@
 
     .venv/bin/python -m benchmarks.limits --rates 1,4,16,64 --window 20 --runs 2
 
-For each rate, direction (upload, download) and scope (host: the session's
-limit; task: the task's limit), a seeding session and a downloading session
-move one blob, and the limited side's libtorrent byte counters are read
-after a warm-up and again after the window. The output is a markdown table;
-results.json in the output folder keeps every run.
+Each case is one rate, one direction (upload or download) and one scope
+(host: the session's limit, or task: the task's limit). A seeding session
+and a downloading session move one blob, and the limited side's libtorrent
+byte counters are read after a warm-up and again after the window. The
+output is a markdown table, and results.json in the output folder keeps
+every run.
 
 `--tick-interval MS` sets libtorrent's tick_interval (default 500 ms) on both
 sessions, for comparing how the limiter's quota period changes the result.
@@ -91,7 +92,9 @@ def measure(
         time.sleep(window)
         ended, payload_after, total_after = counters()
         if received.is_complete:
-            raise click.ClickException(f"the blob was complete before the window ended at {rate / MB:g} MB/s; raise --size")
+            raise click.ClickException(
+                f"the download completed inside the window under a {rate / MB:g} MB/s limit: the limit did not hold"
+            )
     finally:
         downloading.close()
         seeding.close()

@@ -3,8 +3,8 @@
 GET  /api/v1/admin/host-config         the limits in force and the file they came from
 POST /api/v1/admin/host-config/reload  read the file again and apply it to running downloads
 
-Like the fetch API, these answer whoever reaches the mirror's listen address,
-which is loopback by default.
+Like the fetch API, these endpoints serve every client that reaches the
+mirror's listen address, which is loopback by default.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class HostLimits:
         self._path = path
         self._metrics = metrics
         self._session: Session | None = None
-        self._requested: dict[str, tuple[int, int]] = {}  # info hash -> (upload, download) the task asked for
+        self._requested: dict[str, tuple[int, int]] = {}  # info hash -> the (upload, download) limits it requested
         self._lock = threading.Lock()
         self._export(config)
 
@@ -66,8 +66,8 @@ class HostLimits:
         stay as they were.
         """
         config, path = load_host_config(self._path)
-        self.apply(config)
         self._path = path
+        self.apply(config)
         return config
 
     def apply(self, config: HostConfig) -> None:
