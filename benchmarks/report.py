@@ -105,13 +105,17 @@ def plot_completion_vs_hosts(results: Sequence[RunResult], path: Path) -> None:
     ideal = results[0].size / results[0].rate
     axes.axhline(ideal, color="grey", linewidth=0.8, linestyle="--")
     axes.axhline(2 * ideal, color="grey", linewidth=0.8, linestyle="--")
-    axes.text(axes.get_xlim()[0], ideal, " S/B", va="bottom", color="grey")
-    axes.text(axes.get_xlim()[0], 2 * ideal, " 2·S/B", va="bottom", color="grey")
+    # x in axes coordinates (right edge), y in seconds.
+    axes.text(0.99, ideal, "S/B", ha="right", va="bottom", color="grey", transform=axes.get_yaxis_transform())
+    axes.text(0.99, 2 * ideal, "2·S/B", ha="right", va="bottom", color="grey", transform=axes.get_yaxis_transform())
+    # Log scales, because direct HTTP grows with the hosts while the swarms stay near the limit.
     axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
     axes.set_xticks(sorted({result.hosts for result in results}))
     axes.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    _plain_log_ticks(matplotlib, axes.get_yaxis())
     axes.set_xlabel("hosts fetching at once")
-    axes.set_ylabel("completion time, s")
+    axes.set_ylabel("completion time, s (log scale)")
     axes.set_title(_title(results[0]))
     axes.legend(fontsize="small")
     figure.tight_layout()
@@ -133,13 +137,15 @@ def plot_completion_cdf(results: Sequence[RunResult], path: Path) -> None:
         if not times:
             continue
         fractions = [(index + 1) / result.hosts for index in range(len(times))]
-        axes.step([0.0, *times], [0.0, *fractions], where="post", label=result.method)
+        axes.step([times[0], *times], [0.0, *fractions], where="post", label=result.method)
 
     ideal = results[0].size / results[0].rate
-    for multiple, label in ((1, "S/B"), (2, "2·S/B")):
+    for multiple, label, height in ((1, "S/B", 0.02), (2, "2·S/B", 0.08)):
         axes.axvline(multiple * ideal, color="grey", linewidth=0.8, linestyle="--")
-        axes.text(multiple * ideal, 0.02, f" {label}", color="grey")
-    axes.set_xlabel("seconds from the common start")
+        axes.text(multiple * ideal, height, f" {label}", color="grey")
+    axes.set_xscale("log")
+    _plain_log_ticks(matplotlib, axes.get_xaxis())
+    axes.set_xlabel("seconds from the common start (log scale)")
     axes.set_ylabel("fraction of hosts with the complete blob")
     axes.set_ylim(0, 1.05)
     axes.set_title(f"{largest} hosts, {_title(results[0])}")
@@ -147,6 +153,13 @@ def plot_completion_cdf(results: Sequence[RunResult], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _plain_log_ticks(matplotlib, axis) -> None:
+    """Label a log axis at 1, 2 and 5 times each power of ten, as plain numbers."""
+    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _title(result: RunResult) -> str:
