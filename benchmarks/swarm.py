@@ -31,6 +31,7 @@ from benchmarks.report import (
 )
 from benchmarks.testbed import (
     DEFAULT_PREFIX,
+    MAX_HOSTS,
     LeftoverNamespaces,
     NamespacesUnavailable,
     Testbed,
@@ -49,9 +50,12 @@ def _parse_hosts(text: str) -> list[int]:
     try:
         counts = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected numbers separated by commas, such as 4,8,16, got {text!r}") from None
-    if not counts or any(count < 1 for count in counts):
-        raise click.BadParameter(f"expected positive numbers such as 4,8,16, got {text!r}")
+        raise click.BadParameter(
+            f"expected numbers separated by commas, such as 4,8,16, got {text!r}", param_hint="--hosts"
+        ) from None
+    if not counts or any(not 1 <= count <= MAX_HOSTS for count in counts):
+        raise click.BadParameter(f"expected numbers from 1 to {MAX_HOSTS} such as 4,8,16, got {text!r}",
+                                 param_hint="--hosts")
     return sorted(set(counts))
 
 
@@ -59,7 +63,10 @@ def _parse_methods(text: str) -> list[str]:
     methods = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [method for method in methods if method not in ALL_METHODS]
     if unknown or not methods:
-        raise click.BadParameter(f"unknown method {', '.join(unknown) or text!r}: expected some of {', '.join(ALL_METHODS)}")
+        raise click.BadParameter(
+            f"unknown method {', '.join(unknown) or text!r}: expected some of {', '.join(ALL_METHODS)}",
+            param_hint="--methods",
+        )
     return methods
 
 
@@ -102,7 +109,6 @@ def load_results(paths: Sequence[Path]) -> tuple[dict, list[RunResult]]:
     for path in paths:
         record = json.loads(path.read_text())
         results += [RunResult(**item) for item in record.pop("results")]
-        record.pop("not_measured", None)  # written by earlier versions
         if not settings:
             settings = record
         else:
@@ -140,7 +146,7 @@ def _method_name(label: str) -> str:
                    "repeat to merge the runs of several files.")
 def main(hosts_text, size_text, rate_text, methods_text, work_dir, output_dir, run_timeout, prefix,
          keep_copies, report_only) -> None:
-    """Measure how fast every host gets one blob with p2p-fetch, direct HTTP and plain BitTorrent."""
+    """Measure how fast every host gets one blob with p2p-fetch, p2p-mirror, direct HTTP and plain BitTorrent."""
     if report_only:
         settings, results = load_results(report_only)
         write_outputs(output_dir, settings, results)
