@@ -38,6 +38,12 @@ def test_testbed_has_no_route_out(testbed: Testbed):
         assert [route[:3] for route in routes] == [["198.18.0.0/15", "dev", "eth0"]]
 
 
+def test_testbed_leaves_root_namespace_alone(testbed: Testbed):
+    # A veth end in the root namespace would show its peer's namespace here.
+    root_links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=30).stdout
+    assert f"link-netns {PREFIX}-" not in root_links
+
+
 @pytest.mark.slow
 def test_three_hosts_get_one_origin_copy(testbed: Testbed, tmp_path: Path):
     tracker_url = f"http://{testbed.services['tracker'].address}:6969"
