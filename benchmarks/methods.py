@@ -276,8 +276,12 @@ def run_mirror(testbed: Testbed, clients: Sequence[Host], blob: Blob, work: Path
     as more than one copy sent by the origin.
     """
     run = Run(testbed, LABELS["mirror"], clients, blob, work)
-    image = build_image(blob.path, work.parent / "image") if not (work.parent / "image" / "index.json").exists() \
-        else _load_image(work.parent / "image")
+    # The image is built once per benchmark, next to the blob it wraps.
+    layout = work.parent / "image"
+    if (layout / "index.json").exists():
+        image = _load_image(layout)
+    else:
+        image = build_image(blob.path, layout)
     registry = run.track("origin", start_registry(testbed, work.parent / "registry", work))
     reference = push_image(testbed, image, registry, work)
     registry_log = work / "logs" / "registry.log"
