@@ -116,7 +116,7 @@ def remove_leftovers(prefix: str) -> list[str]:
 
 def _tbf(rate: int) -> list[str]:
     """Return tc arguments of a token bucket filter at `rate` bytes per second."""
-    # The bucket holds 10 ms of traffic (at least 64 KiB), enough for the
+    # The bucket contains 10 ms of traffic (at least 64 KiB), enough for the
     # 64 KiB segments that veth hands over with GSO, small enough to keep the
     # rate within a few percent over any second.
     burst = max(64 * 1024, rate // 100)
@@ -298,7 +298,12 @@ class Testbed:
         program, which then stops it by PID.
         """
         out_file = open(stdout, "ab") if stdout else subprocess.DEVNULL
-        err_file = open(stderr, "ab") if stderr else (subprocess.STDOUT if stdout else subprocess.DEVNULL)
+        if stderr:
+            err_file = open(stderr, "ab")
+        elif stdout:
+            err_file = subprocess.STDOUT
+        else:
+            err_file = subprocess.DEVNULL
         try:
             process = subprocess.Popen(
                 host.command(args),
