@@ -217,7 +217,7 @@ class Testbed:
         self._add_namespace(host.namespace)
 
         # Both ends are created where they live, so the root namespace never
-        # holds an interface, not even for a moment.
+        # contains an interface, not even for a moment.
         self._ip(
             self.bridge_namespace, "link", "add", host.role, "type", "veth",
             "peer", "name", HOST_INTERFACE, "netns", host.namespace,
