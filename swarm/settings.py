@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -24,3 +26,7 @@ class SwarmSettings(BaseModel):
     download_limit: int = Field(default=0, ge=0, description="session download limit, bytes/s")
     connections_limit: int = Field(default=400, ge=2, description="open peer connections, whole session")
     task_connections_limit: int = Field(default=200, ge=2, description="open peer connections per task")
+    disk_io: Literal["posix", "pread", "mmap", "default"] = Field(
+        default="posix",
+        description="libtorrent disk I/O back end; posix keeps memory flat and was fastest on a LAN",
+    )
