@@ -156,7 +156,11 @@ class Session:
             info_hash = str(alert.handle.info_hashes().v1)
         except RuntimeError:
             return None
-        return self._tasks.get(info_hash)
+        # add_task registers a task under this lock right after libtorrent adds
+        # it; an alert posted in between (a small torrent can finish checking
+        # that fast) waits here instead of finding no task and being dropped.
+        with self._lock:
+            return self._tasks.get(info_hash)
 
     def _task_of(self, alert: lt.alert, method) -> None:
         task = self._lookup(alert)
