@@ -25,7 +25,7 @@ LIMIT = 4 * MB
 # Seconds before the window opens (connection, first requests, the first
 # burst of banked quota) and seconds of the window itself.
 WARM_UP = 3.0
-WINDOW = 11.0
+WINDOW = 12.0
 
 # Enough bytes that no download ends inside the window, bursts included.
 BLOB_SIZE = 96 * 1024 * 1024

@@ -1,8 +1,9 @@
 """Steady-state transfer rates from libtorrent's byte counters, sampled over a window.
 
-libtorrent's limiter lets a peer spend up to three seconds of unused quota at
-once, so a rate read over one second swings from 0 to three times the limit;
-over ten seconds or more it settles near the limit.
+libtorrent banks unused quota up to three seconds of the limit
+(`bandwidth_channel::update_quota` in its src/bandwidth_limit.cpp) and spends
+it at once, so a rate read over one second swings from 0 to several times the
+limit. Over ten seconds or more it settles near the limit.
 """
 
 from __future__ import annotations
