@@ -8,8 +8,10 @@ the global peer class. Unlimited, these sessions move hundreds of MB/s.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
+import libtorrent as lt
 import pytest
 
 from core.host_config import HostConfig
@@ -144,3 +146,21 @@ def test_requested_task_limit_only_lowers_host_limit():
     assert host.task_limits(upload=5 * MB, download=2 * MB) == (3 * MB, 2 * MB)
     assert host.task_limits(upload=1 * MB) == (1 * MB, 0)
     assert host.task_limits() == (3 * MB, 0)
+
+
+def test_loopback_exempt_without_peer_class_filter(blobs, sessions, tmp_path: Path):
+    """Control for the tests above: with libtorrent's own rule for 127/8, a host limit does not hold."""
+    host = HostConfig(download_limit=LIMIT)
+    seeding, downloading = sessions(HostConfig(), host)
+    # libtorrent's default filter puts 127/8 in its local peer class, which has no rate limits.
+    libtorrent_default = lt.ip_filter()
+    libtorrent_default.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+    libtorrent_default.add_rule("127.0.0.0", "127.255.255.255", 1 << lt.session.local_peer_class_id)
+    downloading._session.set_peer_class_filter(libtorrent_default)
+    _, received = transfer(seeding, downloading, HostConfig(), host, blobs[0], tmp_path / "leech")
+
+    # Under the limit the blob would take about 25 s; unlimited it takes about a second.
+    started = time.monotonic()
+    received.wait_complete(timeout=BLOB_SIZE / (2 * LIMIT))
+
+    assert time.monotonic() - started < BLOB_SIZE / (2 * LIMIT)
