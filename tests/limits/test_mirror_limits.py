@@ -125,6 +125,7 @@ def host(tmp_path: Path, monkeypatch):
         yield origin, cluster, mirror_url, start_mirror
 
 
+@pytest.mark.slow
 def test_sighup_changes_rate_of_running_download(host, tmp_path: Path):
     origin, cluster, mirror_url, start_mirror = host
     write_random_file(origin.root / "big.bin", 128 * 1024 * 1024)
@@ -197,6 +198,7 @@ def test_admin_reload_applies_and_rejects(host, tmp_path: Path):
         )
 
 
+@pytest.mark.slow
 def test_fetch_limits_through_mirror_within_host(host, tmp_path: Path):
     origin, _, mirror_url, start_mirror = host
     write_random_file(origin.root / "capped.bin", 96 * 1024 * 1024)

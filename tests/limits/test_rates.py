@@ -19,6 +19,9 @@ from swarm import SEEDER_PEER_ID_PREFIX, Session, SwarmSettings
 from tests.support.rates import MB, connect, measure, payload_downloaded, payload_uploaded
 from tests.support.torrents import make_torrent, write_random_file
 
+# Each rate test moves about 50 MB between the sessions.
+pytestmark = pytest.mark.slow
+
 # No tracker listens here: the sessions are connected by hand.
 UNUSED_ANNOUNCE = "http://127.0.0.1:9/announce"
 
@@ -32,8 +35,9 @@ WINDOW = 12.0
 # Enough bytes that no download ends inside the window, bursts included.
 BLOB_SIZE = 96 * 1024 * 1024
 
-# The spec's bound: at most 10% above the limit. The floor only shows that
-# the transfer ran; the benchmark reports how close to the limit it gets.
+# A limit holds when the steady-state rate is at most 10% above it. The
+# floor only shows that the transfer ran; the benchmark reports how close
+# to the limit it gets.
 CEILING = 1.10
 FLOOR = 0.70
 
