@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 MAX_BLOB_RESPONSES = 256
 
 
+# Extra attempts to connect to an upstream, with httpx's short backoff between them.
+UPSTREAM_CONNECT_RETRIES = 2
+
+
 class Mirror:
     """The host's libtorrent session, blob cache, downloads and upstream client."""
 
@@ -86,6 +90,11 @@ class Mirror:
         self.metrics.cache_blobs.set(len(self.cache))
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout),
+            # Retry only failed connection attempts, which never reached the
+            # upstream and so are safe for any request: a busy registry host
+            # refused a connection in a 32-host benchmark, and skopeo does not
+            # retry the 502 it then got.
+            transport=httpx.AsyncHTTPTransport(retries=UPSTREAM_CONNECT_RETRIES),
         )
         self.limiter = anyio.CapacityLimiter(MAX_BLOB_RESPONSES)
 
