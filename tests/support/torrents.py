@@ -26,7 +26,9 @@ def make_torrent(path: Path, announce: str, piece_length: int = 256 * 1024) -> b
     """Return a private single-file v1 torrent of `path`, announcing to `announce`."""
     storage = lt.file_storage()
     lt.add_files(storage, str(path))
-    creator = lt.create_torrent(storage, piece_length, flags=lt.create_torrent.v1_only)  # noqa: the list-of-files constructor is 2.1 only
+    # libtorrent 2.1 deprecates building from a file_storage, but 2.0.x, which
+    # pyproject.toml also allows, has no other way.
+    creator = lt.create_torrent(storage, piece_length, flags=lt.create_torrent.v1_only)
     creator.add_tracker(announce)
     creator.set_priv(True)
     lt.set_piece_hashes(creator, str(path.parent))
