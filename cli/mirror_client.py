@@ -120,6 +120,8 @@ def fetch_via_mirror(
                 # matches its digest, and aborts the response when it does not:
                 # an abort one byte short is a digest mismatch. Any short body
                 # is discarded, never taken as the file.
+                # NOTE: bytes that arrive together with the close can be lost
+                # to httpx, so a mismatch may also show as a plain abort (exit 1).
                 if size is not None and received == size - 1:
                     raise IntegrityFailed(
                         f"digest mismatch: the mirror aborted {options.url} before its last byte "

@@ -60,8 +60,11 @@ def test_mirror_fetch_wrong_digest_leaves_nothing(host, tmp_path: Path):
 
     code, _, stderr = finish(fetch(mirror_url, origin.url("/f.bin"), tmp_path / "out" / "f.bin", "--digest", wrong))
 
-    assert code == 4, stderr
-    assert "digest mismatch" in stderr
+    # Exit 4 when p2p-fetch sees the body end one byte short (the mirror's
+    # mark of a digest mismatch); 1 when the bytes that came with the close
+    # were lost to the client, and the abort is all it knows.
+    assert code in (1, 4), stderr
+    assert "digest mismatch" in stderr or "aborted" in stderr
     assert "Traceback" not in stderr
     assert list((tmp_path / "out").iterdir()) == []
 

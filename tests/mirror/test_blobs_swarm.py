@@ -202,8 +202,10 @@ def test_wrong_blob_from_swarm_aborts_response(registry: Registry, lone_tracker,
                 for chunk in response.iter_raw():
                     received += len(chunk)
 
-        # Cut one byte short: the mark of a blob that failed its digest.
-        assert received == len(good) - 1
+        # The mirror cuts the body one byte short, but the client may not see
+        # the bytes that arrived together with the close, so only "short" is
+        # certain here.
+        assert received < len(good)
         metrics = mirror.metrics()
         assert metrics['p2p_mirror_digest_mismatches_total{source="swarm"}'] == 1
         assert metrics['p2p_mirror_blobs_served_total{source="swarm"}'] == 0
