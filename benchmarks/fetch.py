@@ -2,10 +2,10 @@
 
     .venv/bin/python -m benchmarks.fetch --sizes 64MiB,1GiB
 
-For each size, in one run on one machine: p2p-fetch cold (the seeder ingests
-from the origin first), p2p-fetch warm (the seeder has the file), two bare
-libtorrent sessions with no tracker (one seeding, one downloading, connected
-directly), and curl from the same local origin. Peak RSS comes from GNU
+Each size runs four methods in one run on one machine. p2p-fetch cold has the
+seeder ingest from the origin first, and p2p-fetch warm finds the file in the
+seeder's cache. Two bare libtorrent sessions with no tracker, one seeding and
+one downloading, connect directly. curl fetches from the same local origin. Peak RSS comes from GNU
 time's maximum resident set size of each process.
 """
 
@@ -26,6 +26,7 @@ import httpx
 
 from cli.demo_origin import CountingOrigin
 from core.units import format_size, parse_size
+from tests.support.torrents import write_random_file
 
 BIN = Path(sys.executable).parent
 
@@ -57,18 +58,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def write_random(path: Path, size: int) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "wb") as file:
-        remaining = size
-        while remaining:
-            chunk = os.urandom(min(remaining, 1 << 20))
-            hasher.update(chunk)
-            file.write(chunk)
-            remaining -= len(chunk)
-    return hasher.hexdigest()
 
 
 def sha256_of(path: Path) -> str:
@@ -111,7 +100,7 @@ def measure(size: int, work: Path) -> list[tuple[str, float, float | None, bool]
     source_dir = work / "origin"
     source_dir.mkdir()
     source = source_dir / "blob.bin"
-    digest = write_random(source, size)
+    digest = write_random_file(source, size)
     rows = []
 
     origin = CountingOrigin(source)

@@ -1,10 +1,10 @@
 """`make demo`: a tracker with its seeder and three peers fetch one real file, then two hosts pull an image.
 
-It serves a file of this machine of at least 50 MB from a local HTTP origin,
-starts `p2p-tracker` with a seeder in its process, runs three `p2p-fetch` at
-once, prints what the origin sent and what the peers exchanged, checks every
-copy against the original, and stops everything it started. The image half
-is in cli/demo_image.py.
+It serves a file of this machine of at least 50 MB from a local HTTP origin
+and starts `p2p-tracker` with a seeder in its process. Three `p2p-fetch` run at
+once; the demo prints what the origin sent and what the peers exchanged, and
+checks every copy against the original. It stops everything it started. The
+image half is in cli/demo_image.py.
 """
 
 from __future__ import annotations

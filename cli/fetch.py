@@ -116,7 +116,7 @@ class _Reporter:
 @click.option("--tracker", envvar="P2P_FETCH_TRACKER", show_envvar=True,
               help="Base URL of the p2p-tracker, e.g. http://tracker:8080. Needed unless a p2p-mirror runs.")
 @click.option("--mirror", "mirror_url", envvar="P2P_FETCH_MIRROR", show_envvar=True,
-              help=f"Base URL of this host's p2p-mirror. Default: {DEFAULT_MIRROR_URL} when one answers there; "
+              help=f"Base URL of this host's p2p-mirror. Default: {DEFAULT_MIRROR_URL} when one responds there; "
               "without a mirror, p2p-fetch joins the swarm with a session of its own.")
 @click.option("--no-mirror", is_flag=True, help="Join the swarm with a session of its own even if a p2p-mirror runs.")
 @click.option("--token", envvar="P2P_FETCH_TOKEN", show_envvar=True,
@@ -180,7 +180,7 @@ def main(url, output, tracker, mirror_url, no_mirror, token, digest, headers, ti
             sys.exit(EXIT_TRACKER)
     if mirror is None and not tracker:
         raise click.UsageError(
-            f"no p2p-mirror answers at {mirror_url or DEFAULT_MIRROR_URL}; pass --tracker URL (or set P2P_FETCH_TRACKER)"
+            f"no p2p-mirror responds at {mirror_url or DEFAULT_MIRROR_URL}; pass --tracker URL (or set P2P_FETCH_TRACKER)"
         )
     if mirror is None:
         # The mirror applies the host configuration itself; a session of our own must.

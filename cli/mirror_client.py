@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MIRROR_URL = "http://127.0.0.1:65001"
 
-# A mirror on this host responds to its health check in milliseconds; a longer
-# wait means there is none, and p2p-fetch runs its own session instead.
+# A mirror on this host responds to its health check in milliseconds. A longer
+# wait means there is none, so p2p-fetch runs its own session instead.
 _PROBE_TIMEOUT_SECONDS = 0.5
 
 

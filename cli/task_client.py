@@ -10,7 +10,7 @@ from core.tasks import API_PREFIX, Task, TaskRequest, TaskState
 
 
 class TrackerUnavailable(Exception):
-    """The tracker could not be reached or answered with an error status."""
+    """The tracker could not be reached or returned an error status."""
 
 
 class TaskTimeout(TimeoutError):

@@ -1,7 +1,7 @@
 """The task API's JSON bodies, shared by the tracker, the seeder, the mirror and the CLI.
 
-A task is one file or image layer that the swarm distributes: the tracker keys
-it by digest or by URL, one seeder ingests it from the origin, and every host
+A task is one file or image layer that the swarm distributes. The tracker keys
+it by digest or by URL, and one seeder ingests it from the origin. Every host
 downloads it from the swarm once its metainfo is ready.
 
 HTTP endpoints, all under `/api/v1`:
@@ -69,7 +69,7 @@ class TaskFailure(BaseModel):
 
 
 class SeederHeartbeat(BaseModel):
-    """What a live seeder tells the tracker every few seconds."""
+    """The heartbeat a live seeder sends the tracker every few seconds."""
 
     api_url: str = Field(description="base URL of the seeder's HTTP API, e.g. http://127.0.0.1:7000")
     peer_address: str = Field(description="HOST:PORT where the seeder's BitTorrent session listens")

@@ -20,9 +20,9 @@ SEEDER_PEER_ID_PREFIX = "-PS0100-"
 
 # libtorrent 2.1's disk I/O back ends, by the name SwarmSettings.disk_io uses.
 # Measured with two bare sessions on loopback and a 2 GiB file (libtorrent
-# 2.1.1, 2 vCPUs): the default back end (pread with a store buffer) took
-# 26.7 s and peaked at 180 MiB RSS, growing with the file; posix took 6.1 s
-# and peaked at 48 MiB.
+# 2.1.1, 2 vCPUs). The default back end (pread with a store buffer) took
+# 26.7 s and peaked at 180 MiB RSS, growing with the file. The posix back end
+# took 6.1 s and peaked at 48 MiB.
 _DISK_IO_CONSTRUCTORS = {
     "posix": "posix_disk_io_constructor",
     "pread": "pread_disk_io_constructor",
@@ -63,8 +63,8 @@ def _libtorrent_settings(settings: SwarmSettings) -> dict:
         "max_allowed_in_request_queue": 4000,
         "send_buffer_watermark": 1024 * 1024,
         # Blocks received but not yet written wait in libtorrent 2.1's store
-        # buffer; its default cap of 100 MiB showed up as peak RSS whenever the
-        # disk lagged the network. A small cap bounds memory at a constant.
+        # buffer. Its default cap of 100 MiB showed up as peak RSS whenever the
+        # disk lagged the network, so a small cap keeps memory constant.
         "max_queued_disk_bytes": 16 * 1024 * 1024,
         "smooth_connects": False,
         "connection_speed": 200,
@@ -157,8 +157,8 @@ class Session:
         except RuntimeError:
             return None
         # add_task registers a task under this lock right after libtorrent adds
-        # it; an alert posted in between (a small torrent can finish checking
-        # that fast) waits here instead of finding no task and being dropped.
+        # it. An alert posted in between (a small torrent can finish checking
+        # that fast) waits here, so it is not dropped for lack of a task.
         with self._lock:
             return self._tasks.get(info_hash)
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 
 class SwarmSettings(BaseModel):
-    """How a process joins the swarm; every rate is in bytes per second, 0 meaning no limit."""
+    """Settings of a process's swarm session; every rate is in bytes per second, 0 meaning no limit."""
 
     listen_interfaces: str = Field(
         default="0.0.0.0:6881",

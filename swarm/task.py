@@ -65,7 +65,7 @@ class TaskHandle:
         # Payload bytes received per 16 KiB block, split by whether the sending
         # peer is a seeder. libtorrent 2.1 posts no block_finished_alert for
         # some blocks (about one piece in twenty on loopback), so these counts
-        # only give the split; progress() scales it to the verified bytes.
+        # only give the split. progress() scales it to the verified bytes.
         self._received_from_seeder = 0
         self._received_from_peers = 0
 
@@ -216,7 +216,7 @@ class TaskHandle:
             while position < end:
                 chunk = os.pread(descriptor, min(_CHUNK_BYTES, end - position), position)
                 if not chunk:
-                    raise SwarmError(f"{self.path} is shorter than its torrent says: no data at byte {position}")
+                    raise SwarmError(f"{self.path} is shorter than its torrent's length: no data at byte {position}; the file was truncated, re-fetch it")
                 position += len(chunk)
                 yield chunk
         finally:

@@ -32,7 +32,7 @@ def host(tmp_path: Path):
 
 
 def fetch(mirror_url: str, url: str, output: Path, *extra: str) -> subprocess.Popen:
-    # No --tracker: the mirror knows the tracker.
+    # No --tracker: the mirror has its own tracker setting.
     return subprocess.Popen(
         [str(VENV_BIN / "p2p-fetch"), url, "-o", str(output), "--mirror", mirror_url, "--json", "--timeout", "120",
          *extra],
@@ -60,9 +60,9 @@ def test_mirror_fetch_wrong_digest_leaves_nothing(host, tmp_path: Path):
 
     code, _, stderr = finish(fetch(mirror_url, origin.url("/f.bin"), tmp_path / "out" / "f.bin", "--digest", wrong))
 
-    # Exit 4 when p2p-fetch sees the body end one byte short (the mirror's
-    # mark of a digest mismatch); 1 when the bytes that came with the close
-    # were lost to the client, and the abort is all it knows.
+    # Exit 4 when the body ends one byte short (the mirror's mark of a digest
+    # mismatch). Exit 1 when httpx loses the bytes that came with the close,
+    # so the client detects only the abort.
     assert code in (1, 4), stderr
     assert "digest mismatch" in stderr or "aborted" in stderr
     assert "Traceback" not in stderr

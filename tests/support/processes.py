@@ -25,7 +25,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_http_ok(url: str, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
-    """Poll `url` until it answers 200, for at most `timeout` seconds."""
+    """Poll `url` until it returns 200, for at most `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
